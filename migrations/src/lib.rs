@@ -1,0 +1,32 @@
+//! Database migrations of tenantry, one file per step. Migrations use table and column
+//! names, never the service's entities, so old steps keep compiling as models change.
+//!
+//! Conventions shared by every table: ids are UUID v7 (`uuid` on PostgreSQL, a 16-byte
+//! blob on SQLite); instants are `BIGINT` microseconds since the Unix epoch (UTC), so
+//! comparisons and ordering are exact and identical on both backends; money is `BIGINT`
+//! micro-units (amount × 10⁶) of the row's currency; enumerations are short strings;
+//! structured values are JSON text.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_organizations;
+mod m20261123_000002_agents;
+mod m20261123_000003_members;
+mod m20261123_000004_audit_and_idempotency;
+mod m20261123_000005_root_organization;
+
+/// The ordered list of migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_organizations::Migration),
+            Box::new(m20261123_000002_agents::Migration),
+            Box::new(m20261123_000003_members::Migration),
+            Box::new(m20261123_000004_audit_and_idempotency::Migration),
+            Box::new(m20261123_000005_root_organization::Migration),
+        ]
+    }
+}

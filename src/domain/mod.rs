@@ -1,0 +1,10 @@
+//! Rules and newtypes of the domain: no tonic, no SeaORM in these signatures.
+
+pub mod clock;
+pub mod filter;
+pub mod ids;
+pub mod money;
+pub mod org;
+pub mod paging;
+pub mod slug;
+pub mod text;

@@ -1,0 +1,264 @@
+//! The one domain error type and its one mapping to a gRPC `Status`.
+//!
+//! Every failure a client can see carries an `ErrorInfo` with a stable `reason`
+//! (domain `tenantry`); bad input additionally carries `BadRequest` field violations.
+//! Internal errors are logged with their cause and reach the client as a generic message.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every error.
+pub const ERROR_DOMAIN: &str = "tenantry";
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field, e.g. `organization.name`.
+    pub field: String,
+    /// What is wrong with it, lowercase, no trailing period.
+    pub description: String,
+}
+
+/// A failure of a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; every bad field is listed.
+    #[error("invalid argument: {}", summary(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// A rule of the domain refused the request.
+    #[error("{message}")]
+    Rejected {
+        /// gRPC code.
+        code: Code,
+        /// Stable reason, e.g. `SLUG_TAKEN`.
+        reason: &'static str,
+        /// Human-readable message.
+        message: String,
+        /// Extra facts, e.g. the agent count.
+        metadata: Vec<(&'static str, String)>,
+    },
+    /// No or bad credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// Credentials fine, action or tenant not allowed.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The capability has not been built yet.
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+    /// A database failure.
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// Any other internal failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn summary(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Result with the domain error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// A refusal with a code and a stable reason.
+    pub fn rejected(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        Error::Rejected {
+            code,
+            reason,
+            message: message.into(),
+            metadata: Vec::new(),
+        }
+    }
+
+    /// `NOT_FOUND` for a resource the caller may see.
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::rejected(Code::NotFound, "NOT_FOUND", format!("{what} {id} not found"))
+    }
+
+    /// `ABORTED`: the etag does not match the stored version.
+    pub fn stale_etag() -> Self {
+        Self::rejected(
+            Code::Aborted,
+            "ETAG_MISMATCH",
+            "the resource changed since it was read; read it again and retry",
+        )
+    }
+
+    /// `FAILED_PRECONDITION` with a reason.
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::rejected(Code::FailedPrecondition, reason, message)
+    }
+
+    /// Adds a fact to a refusal's `ErrorInfo` metadata.
+    pub fn with(mut self, key: &'static str, value: impl ToString) -> Self {
+        if let Error::Rejected { metadata, .. } = &mut self {
+            metadata.push((key, value.to_string()));
+        }
+        self
+    }
+
+    /// The stable reason of this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::Rejected { reason, .. } => reason,
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::PermissionDenied(_) => "PERMISSION_DENIED",
+            Error::Unimplemented(_) => "UNIMPLEMENTED",
+            Error::Database(_) | Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Whether the database refused a write because a unique key exists.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Error::Database(e) if is_unique_violation(e))
+    }
+}
+
+/// Whether a database error is a unique-constraint violation.
+pub fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        let reason = err.reason();
+        let (code, message, metadata, violations) = match err {
+            Error::InvalidArgument(v) => (
+                Code::InvalidArgument,
+                format!("invalid argument: {}", summary(&v)),
+                Vec::new(),
+                v,
+            ),
+            Error::Rejected {
+                code,
+                message,
+                metadata,
+                ..
+            } => (code, message, metadata, Vec::new()),
+            Error::Unauthenticated(m) => (Code::Unauthenticated, m, Vec::new(), Vec::new()),
+            Error::PermissionDenied(m) => (Code::PermissionDenied, m, Vec::new(), Vec::new()),
+            Error::Unimplemented(what) => (
+                Code::Unimplemented,
+                format!("{what} is not implemented yet"),
+                Vec::new(),
+                Vec::new(),
+            ),
+            Error::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                if matches!(e, sea_orm::DbErr::ConnectionAcquire(_)) {
+                    return Status::unavailable("the database is unavailable; retry later");
+                }
+                (
+                    Code::Internal,
+                    "internal error".to_owned(),
+                    Vec::new(),
+                    Vec::new(),
+                )
+            }
+            Error::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                (
+                    Code::Internal,
+                    "internal error".to_owned(),
+                    Vec::new(),
+                    Vec::new(),
+                )
+            }
+        };
+        let metadata: HashMap<String, String> = metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        for v in violations {
+            details.add_bad_request_violation(v.field, v.description);
+        }
+        Status::with_error_details(code, message, details)
+    }
+}
+
+/// Collects field violations so a request reports every bad field at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// Runs a parser and records its failure under `field`; returns the value if valid.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        parsed: std::result::Result<T, E>,
+    ) -> Option<T> {
+        match parsed {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Takes the violations of a nested error (prefixing their fields), or keeps the value.
+    pub fn nested<T>(&mut self, prefix: &str, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(Error::InvalidArgument(vs)) => {
+                for v in vs {
+                    self.add(format!("{prefix}.{}", v.field), v.description);
+                }
+                None
+            }
+            Err(other) => {
+                self.add(prefix, other.to_string());
+                None
+            }
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(())` when nothing was recorded, the collected `InvalidArgument` otherwise.
+    pub fn finish(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}

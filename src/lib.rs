@@ -1,0 +1,8 @@
+//! tenantry: the system of record for organizations (tenants) on multi-tenant AI-agent
+//! platforms — their agents, members, API keys, plans, money and transfers — served
+//! over gRPC.
+
+pub mod domain;
+pub mod error;
+pub mod proto;
+pub mod storage;

@@ -1,0 +1,193 @@
+//! Storage: the connection, transactions, entities and queries returning domain types.
+//!
+//! Both backends are first-class. On SQLite, write transactions are serialized through
+//! one in-process lock (SQLite has a single writer anyway; taking the lock before `BEGIN`
+//! avoids `SQLITE_BUSY` upgrade failures), while reads run concurrently under WAL.
+//! On PostgreSQL, writers rely on row locks and conditional updates.
+
+pub mod audit;
+pub mod entities;
+pub mod idempotency;
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    DbBackend, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::{
+    domain::clock::Clock,
+    error::{Error, Result},
+};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The database and the clock every rule reads time from.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: Backend,
+    writer: Option<Arc<Mutex<()>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Normalizes a database URL: a SQLite URL without `mode=` gets `mode=rwc` so the file
+/// is created when absent.
+pub fn normalize_url(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_owned()
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://file.db` or `postgres://…`) with at most `max_connections`.
+    pub async fn connect(url: &str, max_connections: u32, clock: Arc<dyn Clock>) -> Result<Self> {
+        let url = normalize_url(url);
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::Internal(
+                "database URL must start with sqlite:// or postgres://".into(),
+            ));
+        };
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(max_connections.max(1))
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await?;
+        Ok(Store {
+            db,
+            backend,
+            writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            clock,
+        })
+    }
+
+    /// The connection pool, for reads.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Now, in stored form.
+    pub fn now(&self) -> i64 {
+        self.clock.now_micros()
+    }
+
+    /// Starts a write transaction.
+    pub async fn write(&self) -> Result<Tx> {
+        let guard = match &self.writer {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let txn = self.db.begin().await?;
+        Ok(Tx {
+            txn,
+            _guard: guard,
+        })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate_up(&self) -> Result<()> {
+        migrations::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Rolls back the last `steps` migrations.
+    pub async fn migrate_down(&self, steps: u32) -> Result<()> {
+        migrations::Migrator::down(&self.db, Some(steps)).await?;
+        Ok(())
+    }
+
+    /// Names of applied and pending migrations.
+    pub async fn migration_status(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let applied = migrations::Migrator::get_applied_migrations(&self.db)
+            .await?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        let pending = migrations::Migrator::get_pending_migrations(&self.db)
+            .await?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        Ok((applied, pending))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    /// The SeaORM backend, for raw statements.
+    pub fn db_backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+/// A write transaction; rolled back when dropped without `commit`.
+pub struct Tx {
+    txn: DatabaseTransaction,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<()> {
+        self.txn.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for Tx {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
