@@ -32,7 +32,6 @@ macro_rules! stored_enum {
         }
     };
 }
-pub(crate) use stored_enum;
 
 stored_enum! {
     /// Place of an organization in the tree.

@@ -12,7 +12,7 @@ pub mod idempotency;
 use std::{ops::Deref, sync::Arc, time::Duration};
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction,
     DbBackend, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
