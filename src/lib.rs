@@ -7,3 +7,7 @@ pub mod error;
 pub mod proto;
 pub mod storage;
 pub mod auth;
+pub mod config;
+pub mod grpc;
+pub mod service;
+pub mod startup;

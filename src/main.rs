@@ -1,1 +1,246 @@
-fn main(){}
+//! The `tenantry` command: `serve`, `migrate`, `token`.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+use tenantry::{
+    auth::jwt::{self, MintClaims},
+    config::{AuthArgs, DatabaseArgs, LogFormat, Secret, ServeArgs, Settings},
+    domain::clock::SystemClock,
+    startup::Application,
+    storage::Store,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "tenantry", version, about = "System of record for organizations, their agents, members, money and transfers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the gRPC and HTTP servers.
+    Serve(Box<ServeArgs>),
+    /// Applies, rolls back or lists migrations.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Mints an HS256 token with the configured (or dev) secret.
+    Token {
+        #[command(flatten)]
+        auth: AuthArgs,
+        /// Role: MEMBER, CONFIG_ADMIN, AGENCY_ADMIN, ROOT_POWER_USER, ROOT_ADMIN or SYSTEM.
+        #[arg(long)]
+        role: String,
+        /// Organization id or slug.
+        #[arg(long, default_value = "internal")]
+        org: String,
+        /// Subject (user or service id).
+        #[arg(long, default_value = "operator")]
+        sub: String,
+        /// Email claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// Lifetime, e.g. 3600s, 60m, 12h, 7d.
+        #[arg(long, default_value = "12h")]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Applies every pending migration.
+    Up,
+    /// Rolls back the last N migrations.
+    Down {
+        /// How many.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// Lists applied and pending migrations.
+    Status,
+}
+
+const DEV_SECRET_FILE: &str = "tenantry-dev-secret";
+
+fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().with_context(|| format!("bad ttl {text:?}"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("bad ttl unit in {text:?}; use s, m, h or d"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+fn dev_secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DEV_SECRET_FILE)
+}
+
+/// Reads the dev secret, creating and persisting it (mode 0600) when absent.
+fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dev_secret_path(data_dir);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(text.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(secret.into_bytes())
+}
+
+fn secret_for(auth: &AuthArgs, dev: bool) -> anyhow::Result<Option<Secret>> {
+    if let Some(secret) = &auth.jwt_secret {
+        return Ok(Some(Secret::new(secret.as_bytes())));
+    }
+    if dev {
+        return Ok(Some(Secret::new(load_or_create_dev_secret(&auth.data_dir)?)));
+    }
+    Ok(std::fs::read_to_string(dev_secret_path(&auth.data_dir))
+        .ok()
+        .map(|s| Secret::new(s.trim().as_bytes())))
+}
+
+fn mint(auth: &AuthArgs, secret: &Secret, role: &str, org: &str, sub: &str, email: Option<String>, ttl: Duration) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    jwt::mint(
+        secret.expose(),
+        &MintClaims {
+            sub: sub.to_owned(),
+            org: org.to_owned(),
+            roles: vec![role.to_owned()],
+            iss: auth.jwt_issuer.clone(),
+            aud: auth.jwt_audience.clone(),
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            iat: now,
+            email,
+        },
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let secret = if args.dev {
+        secret_for(&args.auth, true)?
+    } else {
+        args.auth.jwt_secret.as_ref().map(|s| Secret::new(s.as_bytes()))
+    };
+    let settings = Settings {
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        database_url: args.database.database_url.clone(),
+        db_max_connections: args.database.db_max_connections,
+        migrate: !args.no_migrate,
+        jwt_issuer: args.auth.jwt_issuer.clone(),
+        jwt_audience: args.auth.jwt_audience.clone(),
+        jwt_secret: secret.clone(),
+        jwt_public_keys: args.auth.jwt_public_keys.clone(),
+        jwks_file: args.auth.jwks_file.clone(),
+        closed_signup: args.closed_signup,
+        invitation_ttl: Duration::from_secs(args.invitation_ttl_hours * 3600),
+        public_rate_per_minute: args.public_rate_per_minute,
+        drain: Duration::from_secs(args.drain_seconds),
+    };
+    let app = Application::build(settings).await?;
+    tracing::info!(grpc_port = app.grpc_port(), http_port = app.http_port(), "tenantry is listening");
+    if args.dev
+        && let Some(secret) = &secret
+    {
+        let token = mint(&args.auth, secret, "ROOT_ADMIN", "internal", "dev-admin", None, Duration::from_secs(12 * 3600))?;
+        let port = app.grpc_port();
+        println!("\ntenantry dev mode — signing secret persisted in {}", dev_secret_path(&args.auth.data_dir).display());
+        println!("root-admin token (12h):\n\n  export TOKEN={token}\n");
+        println!("try:\n  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"organization\":{{\"name\":\"Acme Corp\"}}}}' localhost:{port} tenantry.v1.OrganizationService/CreateOrganization\n");
+    }
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Migrate { database, action } => {
+            let store = Store::connect(&database.database_url, 2, Arc::new(SystemClock)).await?;
+            match action {
+                MigrateAction::Up => {
+                    store.migrate_up().await?;
+                    println!("migrations applied");
+                }
+                MigrateAction::Down { steps } => {
+                    store.migrate_down(steps).await?;
+                    println!("rolled back {steps} migration(s)");
+                }
+                MigrateAction::Status => {
+                    let (applied, pending) = store.migration_status().await?;
+                    for name in applied {
+                        println!("applied  {name}");
+                    }
+                    for name in pending {
+                        println!("pending  {name}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Token { auth, role, org, sub, email, ttl } => {
+            let secret = secret_for(&auth, false)?.context(
+                "no signing secret: set TENANTRY_JWT_SECRET, or run `tenantry serve --dev` once to create a dev secret in the data directory",
+            )?;
+            println!("{}", mint(&auth, &secret, &role, &org, &sub, email, parse_ttl(&ttl)?)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Settings from flags and environment variables over defaults (12-factor).
+//! Secrets are wrapped so they never appear in logs or `Debug` output.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+/// A secret value that prints as `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+
+    /// The secret bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A public key for a `kid`: `KID:ALG:PATH` with ALG one of RS256, ES256, EdDSA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKeySpec {
+    /// Key id matched against the token header's `kid`.
+    pub kid: String,
+    /// Algorithm name.
+    pub algorithm: String,
+    /// PEM file.
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for PublicKeySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(kid), Some(algorithm), Some(path)) if !kid.is_empty() && !path.is_empty() => Ok(PublicKeySpec {
+                kid: kid.to_owned(),
+                algorithm: algorithm.to_owned(),
+                path: PathBuf::from(path),
+            }),
+            _ => Err("expected KID:ALG:PATH, e.g. main:RS256:/etc/tenantry/jwt.pem".into()),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Database flags shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://FILE` (created if absent, WAL mode) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://tenantry.db")]
+    pub database_url: String,
+    /// Maximum pooled database connections.
+    #[arg(long, env = "TENANTRY_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+/// Token verification flags.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// HS256 shared secret for tokens without `kid`.
+    #[arg(long, env = "TENANTRY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Public key for tokens with a `kid`, as KID:ALG:PATH (repeatable; comma-separated in the env var).
+    #[arg(long = "jwt-public-key", env = "TENANTRY_JWT_PUBLIC_KEYS", value_delimiter = ',')]
+    pub jwt_public_keys: Vec<PublicKeySpec>,
+    /// JWKS file with public keys (each with a `kid`).
+    #[arg(long, env = "TENANTRY_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "TENANTRY_JWT_ISSUER", default_value = "tenantry")]
+    pub jwt_issuer: String,
+    /// Required `aud` claim.
+    #[arg(long, env = "TENANTRY_JWT_AUDIENCE", default_value = "tenantry")]
+    pub jwt_audience: String,
+    /// Directory for local state such as the dev signing secret.
+    #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+}
+
+/// Flags of `tenantry serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    /// Database.
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    /// Tokens.
+    pub auth: AuthArgs,
+    /// gRPC listen address.
+    #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address (/healthz, /readyz, webhooks, metrics).
+    #[arg(long, env = "TENANTRY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Development mode: create and persist a signing secret in the data directory and
+    /// print a root-admin token.
+    #[arg(long)]
+    pub dev: bool,
+    /// Do not apply pending migrations at start.
+    #[arg(long, env = "TENANTRY_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Require a pre-approved signup for RegisterOrganization.
+    #[arg(long, env = "TENANTRY_CLOSED_SIGNUP")]
+    pub closed_signup: bool,
+    /// Hours an invitation stays valid.
+    #[arg(long, env = "TENANTRY_INVITATION_TTL_HOURS", default_value_t = 168)]
+    pub invitation_ttl_hours: u64,
+    /// Unauthenticated calls allowed per minute per client address.
+    #[arg(long, env = "TENANTRY_PUBLIC_RATE_PER_MINUTE", default_value_t = 60)]
+    pub public_rate_per_minute: u32,
+    /// Seconds health reports NOT_SERVING before the listeners close on shutdown.
+    #[arg(long, env = "TENANTRY_DRAIN_SECONDS", default_value_t = 2)]
+    pub drain_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Everything the service needs to run; tests build it directly.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// gRPC listen address (port 0 picks a free one).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Pool size.
+    pub db_max_connections: u32,
+    /// Apply migrations at start.
+    pub migrate: bool,
+    /// Required `iss`.
+    pub jwt_issuer: String,
+    /// Required `aud`.
+    pub jwt_audience: String,
+    /// HS256 secret.
+    pub jwt_secret: Option<Secret>,
+    /// Public keys by kid.
+    pub jwt_public_keys: Vec<PublicKeySpec>,
+    /// JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// Whether RegisterOrganization needs a pre-approval.
+    pub closed_signup: bool,
+    /// Invitation validity.
+    pub invitation_ttl: Duration,
+    /// Unauthenticated calls per minute per address.
+    pub public_rate_per_minute: u32,
+    /// NOT_SERVING period before closing on shutdown.
+    pub drain: Duration,
+}
+
+impl Settings {
+    /// Settings for a local instance on `database_url` with an HS256 `secret`, listening
+    /// on loopback ports chosen by the OS.
+    pub fn local(database_url: impl Into<String>, secret: &[u8]) -> Self {
+        Settings {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            db_max_connections: 8,
+            migrate: true,
+            jwt_issuer: "tenantry".into(),
+            jwt_audience: "tenantry".into(),
+            jwt_secret: Some(Secret::new(secret.to_vec())),
+            jwt_public_keys: Vec::new(),
+            jwks_file: None,
+            closed_signup: false,
+            invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+            public_rate_per_minute: 60,
+            drain: Duration::ZERO,
+        }
+    }
+}

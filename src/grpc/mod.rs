@@ -1,0 +1,99 @@
+//! gRPC adapters: one per service. Handlers only extract the caller, delegate to the
+//! use cases in [`crate::service`], and convert errors through the one mapping.
+
+pub mod billing;
+pub mod convert;
+pub mod organization;
+pub mod subscription;
+pub mod transfer;
+
+use std::{future::Future, sync::Arc};
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth::Caller,
+    config::Settings,
+    error::{Error, Result},
+    storage::Store,
+};
+
+/// What every handler needs: the store and the settings.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Database and clock.
+    pub store: Store,
+    /// Settings.
+    pub settings: Arc<Settings>,
+}
+
+/// The caller the auth layer put into the request.
+pub fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::internal("request reached a handler without passing the auth layer"))
+}
+
+/// Runs a use case with the caller and the request message.
+pub async fn serve<Req, Resp, F, Fut>(ctx: &Ctx, request: Request<Req>, use_case: F) -> Result<Response<Resp>, Status>
+where
+    F: FnOnce(Ctx, Caller, Req) -> Fut,
+    Fut: Future<Output = Result<Resp>>,
+{
+    let caller = caller_of(&request)?;
+    use_case(ctx.clone(), caller, request.into_inner())
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
+}
+
+/// The answer of an RPC whose capability is not built yet: the caller is still checked
+/// against every organization the request names (empty names are skipped for
+/// operators, who may leave them empty to mean "all"), then `UNIMPLEMENTED`.
+pub async fn pending<T>(
+    ctx: &Ctx,
+    caller: &Caller,
+    targets: &[(&str, &str)],
+    capability: &'static str,
+) -> Result<T> {
+    if caller.rule.targeted {
+        for (field, value) in targets {
+            if value.is_empty() && caller.is_operator() {
+                continue;
+            }
+            caller.authorize(&ctx.store, field, value).await?;
+        }
+    }
+    Err(Error::Unimplemented(capability))
+}
+
+/// Implements RPCs that answer [`pending`], each naming the fields that hold the
+/// organizations it targets. (Written in `async_trait`'s desugared form, because the
+/// attribute cannot see methods produced by a macro.)
+macro_rules! pending_rpcs {
+    ($capability:expr; $( $method:ident($req:ident -> $resp:ident) [$($field:ident),*]; )*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                request: tonic::Request<crate::proto::$req>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<crate::proto::$resp>, tonic::Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    let caller = crate::grpc::caller_of(&request)?;
+                    #[allow(unused_variables)]
+                    let message = request.into_inner();
+                    let targets: &[(&str, &str)] = &[$((stringify!($field), message.$field.as_str())),*];
+                    crate::grpc::pending(&self.ctx, &caller, targets, $capability)
+                        .await
+                        .map_err(tonic::Status::from)
+                })
+            }
+        )*
+    };
+}
+pub(crate) use pending_rpcs;
