@@ -1,0 +1,6 @@
+//! Integration tests: a real server on 127.0.0.1:0 per test, the generated client, and
+//! the same suite on SQLite (always) and PostgreSQL (when `TENANTRY_TEST_DATABASE_URL`
+//! is set; CI always sets it).
+
+mod helpers;
+mod organizations;
