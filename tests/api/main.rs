@@ -3,4 +3,5 @@
 //! is set; CI always sets it).
 
 mod helpers;
+mod migrations;
 mod organizations;
