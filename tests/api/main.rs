@@ -5,3 +5,4 @@
 mod helpers;
 mod migrations;
 mod organizations;
+mod rate_limit;

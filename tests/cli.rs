@@ -1,0 +1,173 @@
+//! The `tenantry` binary: refusing to start without keys, `serve --dev` (persisted
+//! secret, printed token), `token`, `migrate status`, and graceful exit on SIGTERM.
+
+use std::{net::TcpListener, path::Path, process::Stdio, time::Duration};
+
+use tenantry::proto::{
+    CreateOrganizationRequest, GetOrganizationRequest, Organization,
+    organization_service_client::OrganizationServiceClient,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    time::timeout,
+};
+use tonic::{Request, transport::Channel};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn serve(dir: &Path, grpc: u16, http: u16, dev: bool) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--database-url", &format!("sqlite://{}", dir.join("t.db").display())])
+        .args(["--data-dir", &dir.display().to_string()])
+        .args(["--drain-seconds", "0"])
+        .env_remove("TENANTRY_JWT_SECRET")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if dev {
+        command.arg("--dev");
+    }
+    command
+}
+
+/// Reads the child's stdout until the printed `export TOKEN=` line.
+async fn printed_token(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let token = timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(token) = line.trim().strip_prefix("export TOKEN=") {
+                return token.to_owned();
+            }
+        }
+        panic!("the server exited without printing a token");
+    })
+    .await
+    .expect("token printed in time");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    token
+}
+
+async fn client(grpc: u16) -> OrganizationServiceClient<Channel> {
+    for _ in 0..100 {
+        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            return OrganizationServiceClient::new(channel);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server did not accept connections");
+}
+
+fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    request
+}
+
+async fn terminate(child: &mut Child) {
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let exit = timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert!(exit.success(), "graceful exit after SIGTERM, got {exit:?}");
+}
+
+#[tokio::test]
+async fn serve_without_keys_refuses_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = serve(dir.path(), free_port(), free_port(), false)
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no token verification key"), "stderr: {stderr}");
+    assert!(stderr.contains("--dev"), "the message says how to fix it: {stderr}");
+}
+
+#[tokio::test]
+async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
+    let token = printed_token(&mut child).await;
+    let mut orgs = client(grpc).await;
+    let created = orgs
+        .create_organization(bearer(
+            CreateOrganizationRequest {
+                organization: Some(Organization { name: "Acme Corp".into(), ..Default::default() }),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("create with the printed token")
+        .into_inner()
+        .organization
+        .expect("organization");
+    assert_eq!(created.slug, "acme-corp");
+    terminate(&mut child).await;
+    let secret = std::fs::read_to_string(dir.path().join("tenantry-dev-secret")).expect("secret persisted");
+
+    // `tenantry token` signs with the persisted dev secret; a restarted dev server
+    // (same secret, same database) accepts it.
+    let minted = Command::new(BIN)
+        .args(["token", "--role", "CONFIG_ADMIN", "--org", "acme-corp", "--sub", "ada"])
+        .args(["--data-dir", &dir.path().display().to_string()])
+        .env_remove("TENANTRY_JWT_SECRET")
+        .output()
+        .await
+        .expect("token");
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let minted = String::from_utf8(minted.stdout).expect("utf8").trim().to_owned();
+
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn again");
+    let _ = printed_token(&mut child).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tenantry-dev-secret")).expect("secret"),
+        secret,
+        "the dev secret is reused, not regenerated"
+    );
+    let mut orgs = client(grpc).await;
+    let fetched = orgs
+        .get_organization(bearer(GetOrganizationRequest { organization_id: "acme-corp".into() }, &minted))
+        .await
+        .expect("the minted CONFIG_ADMIN token reads its organization")
+        .into_inner();
+    assert_eq!(fetched.organization.expect("org").id, created.id);
+    terminate(&mut child).await;
+
+    let status = Command::new(BIN)
+        .args(["migrate", "--database-url", &format!("sqlite://{}", dir.path().join("t.db").display()), "status"])
+        .output()
+        .await
+        .expect("migrate status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success());
+    assert!(text.contains("applied  m20261123_000001_organizations"), "{text}");
+    assert!(!text.contains("pending"), "{text}");
+}
