@@ -24,10 +24,12 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; boxing the variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the gRPC and HTTP servers.
-    Serve(Box<ServeArgs>),
+    Serve(ServeArgs),
     /// Applies, rolls back or lists migrations.
     Migrate {
         #[command(flatten)]
@@ -211,7 +213,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(*args).await,
+        Command::Serve(args) => serve(args).await,
         Command::Migrate { database, action } => {
             let store = Store::connect(&database.database_url, 2, Arc::new(SystemClock)).await?;
             match action {
