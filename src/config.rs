@@ -44,11 +44,13 @@ impl std::str::FromStr for PublicKeySpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.splitn(3, ':');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(kid), Some(algorithm), Some(path)) if !kid.is_empty() && !path.is_empty() => Ok(PublicKeySpec {
-                kid: kid.to_owned(),
-                algorithm: algorithm.to_owned(),
-                path: PathBuf::from(path),
-            }),
+            (Some(kid), Some(algorithm), Some(path)) if !kid.is_empty() && !path.is_empty() => {
+                Ok(PublicKeySpec {
+                    kid: kid.to_owned(),
+                    algorithm: algorithm.to_owned(),
+                    path: PathBuf::from(path),
+                })
+            }
             _ => Err("expected KID:ALG:PATH, e.g. main:RS256:/etc/tenantry/jwt.pem".into()),
         }
     }
@@ -82,7 +84,11 @@ pub struct AuthArgs {
     #[arg(long, env = "TENANTRY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Public key for tokens with a `kid`, as KID:ALG:PATH (repeatable; comma-separated in the env var).
-    #[arg(long = "jwt-public-key", env = "TENANTRY_JWT_PUBLIC_KEYS", value_delimiter = ',')]
+    #[arg(
+        long = "jwt-public-key",
+        env = "TENANTRY_JWT_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
     pub jwt_public_keys: Vec<PublicKeySpec>,
     /// JWKS file with public keys (each with a `kid`).
     #[arg(long, env = "TENANTRY_JWKS_FILE")]

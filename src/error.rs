@@ -88,7 +88,11 @@ impl Error {
 
     /// `NOT_FOUND` for a resource the caller may see.
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self::rejected(Code::NotFound, "NOT_FOUND", format!("{what} {id} not found"))
+        Self::rejected(
+            Code::NotFound,
+            "NOT_FOUND",
+            format!("{what} {id} not found"),
+        )
     }
 
     /// `ABORTED`: the etag does not match the stored version.

@@ -2,12 +2,12 @@
 //! platforms — their agents, members, API keys, plans, money and transfers — served
 //! over gRPC.
 
-pub mod domain;
-pub mod error;
-pub mod proto;
-pub mod storage;
 pub mod auth;
 pub mod config;
+pub mod domain;
+pub mod error;
 pub mod grpc;
+pub mod proto;
 pub mod service;
 pub mod startup;
+pub mod storage;

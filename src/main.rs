@@ -18,7 +18,11 @@ use tenantry::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "tenantry", version, about = "System of record for organizations, their agents, members, money and transfers")]
+#[command(
+    name = "tenantry",
+    version,
+    about = "System of record for organizations, their agents, members, money and transfers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,8 +80,13 @@ enum MigrateAction {
 const DEV_SECRET_FILE: &str = "tenantry-dev-secret";
 
 fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().with_context(|| format!("bad ttl {text:?}"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("bad ttl {text:?}"))?;
     let seconds = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -116,14 +125,24 @@ fn secret_for(auth: &AuthArgs, dev: bool) -> anyhow::Result<Option<Secret>> {
         return Ok(Some(Secret::new(secret.as_bytes())));
     }
     if dev {
-        return Ok(Some(Secret::new(load_or_create_dev_secret(&auth.data_dir)?)));
+        return Ok(Some(Secret::new(load_or_create_dev_secret(
+            &auth.data_dir,
+        )?)));
     }
     Ok(std::fs::read_to_string(dev_secret_path(&auth.data_dir))
         .ok()
         .map(|s| Secret::new(s.trim().as_bytes())))
 }
 
-fn mint(auth: &AuthArgs, secret: &Secret, role: &str, org: &str, sub: &str, email: Option<String>, ttl: Duration) -> anyhow::Result<String> {
+fn mint(
+    auth: &AuthArgs,
+    secret: &Secret,
+    role: &str,
+    org: &str,
+    sub: &str,
+    email: Option<String>,
+    ttl: Duration,
+) -> anyhow::Result<String> {
     let now = chrono::Utc::now().timestamp();
     jwt::mint(
         secret.expose(),
@@ -177,7 +196,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secret = if args.dev {
         secret_for(&args.auth, true)?
     } else {
-        args.auth.jwt_secret.as_ref().map(|s| Secret::new(s.as_bytes()))
+        args.auth
+            .jwt_secret
+            .as_ref()
+            .map(|s| Secret::new(s.as_bytes()))
     };
     let settings = Settings {
         grpc_addr: args.grpc_addr,
@@ -196,15 +218,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain: Duration::from_secs(args.drain_seconds),
     };
     let app = Application::build(settings).await?;
-    tracing::info!(grpc_port = app.grpc_port(), http_port = app.http_port(), "tenantry is listening");
+    tracing::info!(
+        grpc_port = app.grpc_port(),
+        http_port = app.http_port(),
+        "tenantry is listening"
+    );
     if args.dev
         && let Some(secret) = &secret
     {
-        let token = mint(&args.auth, secret, "ROOT_ADMIN", "internal", "dev-admin", None, Duration::from_secs(12 * 3600))?;
+        let token = mint(
+            &args.auth,
+            secret,
+            "ROOT_ADMIN",
+            "internal",
+            "dev-admin",
+            None,
+            Duration::from_secs(12 * 3600),
+        )?;
         let port = app.grpc_port();
-        println!("\ntenantry dev mode — signing secret persisted in {}", dev_secret_path(&args.auth.data_dir).display());
+        println!(
+            "\ntenantry dev mode — signing secret persisted in {}",
+            dev_secret_path(&args.auth.data_dir).display()
+        );
         println!("root-admin token (12h):\n\n  export TOKEN={token}\n");
-        println!("try:\n  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"organization\":{{\"name\":\"Acme Corp\"}}}}' localhost:{port} tenantry.v1.OrganizationService/CreateOrganization\n");
+        println!(
+            "try:\n  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"organization\":{{\"name\":\"Acme Corp\"}}}}' localhost:{port} tenantry.v1.OrganizationService/CreateOrganization\n"
+        );
     }
     app.run_until_stopped(shutdown_signal()).await
 }
@@ -237,11 +276,21 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token { auth, role, org, sub, email, ttl } => {
+        Command::Token {
+            auth,
+            role,
+            org,
+            sub,
+            email,
+            ttl,
+        } => {
             let secret = secret_for(&auth, false)?.context(
                 "no signing secret: set TENANTRY_JWT_SECRET, or run `tenantry serve --dev` once to create a dev secret in the data directory",
             )?;
-            println!("{}", mint(&auth, &secret, &role, &org, &sub, email, parse_ttl(&ttl)?)?);
+            println!(
+                "{}",
+                mint(&auth, &secret, &role, &org, &sub, email, parse_ttl(&ttl)?)?
+            );
             Ok(())
         }
     }

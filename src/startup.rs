@@ -17,7 +17,10 @@ use crate::{
     },
     config::Settings,
     domain::clock::{Clock, SystemClock},
-    grpc::{Ctx, billing::Billing, organization::Organizations, subscription::Subscriptions, transfer::Transfers},
+    grpc::{
+        Ctx, billing::Billing, organization::Organizations, subscription::Subscriptions,
+        transfer::Transfers,
+    },
     proto::{
         self, billing_service_server::BillingServiceServer,
         organization_service_server::OrganizationServiceServer,
@@ -85,7 +88,10 @@ impl Application {
     }
 
     /// Like [`Application::build`] with an injected clock.
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let verifier = verifier(&settings)?;
         let store = Store::connect(&settings.database_url, settings.db_max_connections, clock)
             .await
@@ -129,12 +135,25 @@ impl Application {
 
     /// Serves until `shutdown` completes: health turns NOT_SERVING and `/readyz` 503,
     /// the drain period passes, listeners close, and in-flight calls finish.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { grpc, http, ctx, verifier, .. } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            grpc,
+            http,
+            ctx,
+            verifier,
+            ..
+        } = self;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
         for name in SERVICE_NAMES {
-            health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+            health_reporter
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
         }
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -158,9 +177,13 @@ impl Application {
             shutdown.await;
             tracing::info!("shutdown requested: draining");
             let _ = draining_tx.send(true);
-            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             for name in SERVICE_NAMES {
-                reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
             }
             tokio::time::sleep(drain).await;
             let _ = stop_tx.send(true);
@@ -201,10 +224,16 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(OrganizationServiceServer::new(Organizations::new(ctx.clone())))
+            .add_service(OrganizationServiceServer::new(Organizations::new(
+                ctx.clone(),
+            )))
             .add_service(BillingServiceServer::new(Billing::new(ctx.clone())))
-            .add_service(SubscriptionServiceServer::new(Subscriptions::new(ctx.clone())))
-            .add_service(TenantTransferServiceServer::new(Transfers::new(ctx.clone())))
+            .add_service(SubscriptionServiceServer::new(Subscriptions::new(
+                ctx.clone(),
+            )))
+            .add_service(TenantTransferServiceServer::new(Transfers::new(
+                ctx.clone(),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
                 let _ = grpc_stop.wait_for(|stop| *stop).await;
             });

@@ -29,7 +29,10 @@ fn serve(dir: &Path, grpc: u16, http: u16, dev: bool) -> Command {
         .arg("serve")
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--database-url", &format!("sqlite://{}", dir.join("t.db").display())])
+        .args([
+            "--database-url",
+            &format!("sqlite://{}", dir.join("t.db").display()),
+        ])
         .args(["--data-dir", &dir.display().to_string()])
         .args(["--drain-seconds", "0"])
         .env_remove("TENANTRY_JWT_SECRET")
@@ -78,15 +81,19 @@ async fn client(grpc: u16) -> OrganizationServiceClient<Channel> {
 
 fn bearer<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
     request
 }
 
 async fn terminate(child: &mut Child) {
     let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let exit = timeout(Duration::from_secs(30), child.wait())
         .await
@@ -104,8 +111,14 @@ async fn serve_without_keys_refuses_to_start_with_a_clear_message() {
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no token verification key"), "stderr: {stderr}");
-    assert!(stderr.contains("--dev"), "the message says how to fix it: {stderr}");
+    assert!(
+        stderr.contains("no token verification key"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("--dev"),
+        "the message says how to fix it: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +131,10 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
     let created = orgs
         .create_organization(bearer(
             CreateOrganizationRequest {
-                organization: Some(Organization { name: "Acme Corp".into(), ..Default::default() }),
+                organization: Some(Organization {
+                    name: "Acme Corp".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
             &token,
@@ -130,22 +146,40 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
         .expect("organization");
     assert_eq!(created.slug, "acme-corp");
     terminate(&mut child).await;
-    let secret = std::fs::read_to_string(dir.path().join("tenantry-dev-secret")).expect("secret persisted");
+    let secret =
+        std::fs::read_to_string(dir.path().join("tenantry-dev-secret")).expect("secret persisted");
 
     // `tenantry token` signs with the persisted dev secret; a restarted dev server
     // (same secret, same database) accepts it.
     let minted = Command::new(BIN)
-        .args(["token", "--role", "CONFIG_ADMIN", "--org", "acme-corp", "--sub", "ada"])
+        .args([
+            "token",
+            "--role",
+            "CONFIG_ADMIN",
+            "--org",
+            "acme-corp",
+            "--sub",
+            "ada",
+        ])
         .args(["--data-dir", &dir.path().display().to_string()])
         .env_remove("TENANTRY_JWT_SECRET")
         .output()
         .await
         .expect("token");
-    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
-    let minted = String::from_utf8(minted.stdout).expect("utf8").trim().to_owned();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let minted = String::from_utf8(minted.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
 
     let (grpc, http) = (free_port(), free_port());
-    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn again");
+    let mut child = serve(dir.path(), grpc, http, true)
+        .spawn()
+        .expect("spawn again");
     let _ = printed_token(&mut child).await;
     assert_eq!(
         std::fs::read_to_string(dir.path().join("tenantry-dev-secret")).expect("secret"),
@@ -154,7 +188,12 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
     );
     let mut orgs = client(grpc).await;
     let fetched = orgs
-        .get_organization(bearer(GetOrganizationRequest { organization_id: "acme-corp".into() }, &minted))
+        .get_organization(bearer(
+            GetOrganizationRequest {
+                organization_id: "acme-corp".into(),
+            },
+            &minted,
+        ))
         .await
         .expect("the minted CONFIG_ADMIN token reads its organization")
         .into_inner();
@@ -162,12 +201,20 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
     terminate(&mut child).await;
 
     let status = Command::new(BIN)
-        .args(["migrate", "--database-url", &format!("sqlite://{}", dir.path().join("t.db").display()), "status"])
+        .args([
+            "migrate",
+            "--database-url",
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            "status",
+        ])
         .output()
         .await
         .expect("migrate status");
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success());
-    assert!(text.contains("applied  m20261123_000001_organizations"), "{text}");
+    assert!(
+        text.contains("applied  m20261123_000001_organizations"),
+        "{text}"
+    );
     assert!(!text.contains("pending"), "{text}");
 }

@@ -12,14 +12,43 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Organizations::Table)
-                    .col(ColumnDef::new(Organizations::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(Organizations::Name).string_len(100).not_null())
-                    .col(ColumnDef::new(Organizations::Slug).string_len(63).not_null())
-                    .col(ColumnDef::new(Organizations::Kind).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Organizations::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::Name)
+                            .string_len(100)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::Slug)
+                            .string_len(63)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::Kind)
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Organizations::ParentId).uuid().null())
-                    .col(ColumnDef::new(Organizations::Status).string_len(16).not_null())
-                    .col(ColumnDef::new(Organizations::ContactName).string_len(200).not_null())
-                    .col(ColumnDef::new(Organizations::ContactEmail).string_len(254).not_null())
+                    .col(
+                        ColumnDef::new(Organizations::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::ContactName)
+                            .string_len(200)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::ContactEmail)
+                            .string_len(254)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Organizations::Description).text().not_null())
                     .col(ColumnDef::new(Organizations::Interests).text().not_null())
                     .col(
@@ -27,31 +56,87 @@ impl MigrationTrait for Migration {
                             .big_integer()
                             .not_null(),
                     )
-                    .col(ColumnDef::new(Organizations::Currency).string_len(3).not_null())
-                    .col(ColumnDef::new(Organizations::Plan).string_len(63).not_null())
-                    .col(ColumnDef::new(Organizations::OwnerUserId).string_len(255).not_null())
-                    .col(ColumnDef::new(Organizations::OwnerEmail).string_len(254).not_null())
-                    .col(ColumnDef::new(Organizations::OwnerName).string_len(200).not_null())
+                    .col(
+                        ColumnDef::new(Organizations::Currency)
+                            .string_len(3)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::Plan)
+                            .string_len(63)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::OwnerUserId)
+                            .string_len(255)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::OwnerEmail)
+                            .string_len(254)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::OwnerName)
+                            .string_len(200)
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(Organizations::SpendLimitMicros)
                             .big_integer()
                             .null(),
                     )
-                    .col(ColumnDef::new(Organizations::MaxAgents).integer().not_null())
-                    .col(ColumnDef::new(Organizations::MaxPhoneNumbers).integer().not_null())
+                    .col(
+                        ColumnDef::new(Organizations::MaxAgents)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::MaxPhoneNumbers)
+                            .integer()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(Organizations::MaxConcurrentCalls)
                             .integer()
                             .not_null(),
                     )
-                    .col(ColumnDef::new(Organizations::AlertThresholds).text().not_null())
+                    .col(
+                        ColumnDef::new(Organizations::AlertThresholds)
+                            .text()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Organizations::AlertEmails).text().not_null())
-                    .col(ColumnDef::new(Organizations::AlertAction).string_len(16).not_null())
-                    .col(ColumnDef::new(Organizations::DeactivationReason).text().not_null())
-                    .col(ColumnDef::new(Organizations::CreateTime).big_integer().not_null())
-                    .col(ColumnDef::new(Organizations::UpdateTime).big_integer().not_null())
-                    .col(ColumnDef::new(Organizations::DeleteTime).big_integer().null())
-                    .col(ColumnDef::new(Organizations::Version).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Organizations::AlertAction)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::DeactivationReason)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::CreateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::UpdateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::DeleteTime)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Organizations::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -128,17 +213,34 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Addresses::Table)
-                    .col(ColumnDef::new(Addresses::Id).uuid().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Addresses::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Addresses::OrganizationId).uuid().not_null())
                     .col(ColumnDef::new(Addresses::Kind).string_len(16).not_null())
                     .col(ColumnDef::new(Addresses::Line1).string_len(200).not_null())
                     .col(ColumnDef::new(Addresses::Line2).string_len(200).not_null())
                     .col(ColumnDef::new(Addresses::City).string_len(100).not_null())
                     .col(ColumnDef::new(Addresses::Region).string_len(100).not_null())
-                    .col(ColumnDef::new(Addresses::PostalCode).string_len(20).not_null())
+                    .col(
+                        ColumnDef::new(Addresses::PostalCode)
+                            .string_len(20)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Addresses::Country).string_len(2).not_null())
-                    .col(ColumnDef::new(Addresses::CreateTime).big_integer().not_null())
-                    .col(ColumnDef::new(Addresses::UpdateTime).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Addresses::CreateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Addresses::UpdateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Addresses::Version).big_integer().not_null())
                     .foreign_key(
                         ForeignKey::create()

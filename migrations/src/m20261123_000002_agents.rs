@@ -21,7 +21,11 @@ impl MigrationTrait for Migration {
                     // Set when the agent was suspended by its organization's deactivation,
                     // so reactivation restores exactly those agents.
                     .col(ColumnDef::new(Agents::SuspendedByOrg).boolean().not_null())
-                    .col(ColumnDef::new(Agents::BillingRateMicros).big_integer().null())
+                    .col(
+                        ColumnDef::new(Agents::BillingRateMicros)
+                            .big_integer()
+                            .null(),
+                    )
                     .col(ColumnDef::new(Agents::CreateTime).big_integer().not_null())
                     .col(ColumnDef::new(Agents::UpdateTime).big_integer().not_null())
                     .col(ColumnDef::new(Agents::Version).big_integer().not_null())

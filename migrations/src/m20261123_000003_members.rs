@@ -48,17 +48,50 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Invitations::Table)
-                    .col(ColumnDef::new(Invitations::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(Invitations::OrganizationId).uuid().not_null())
-                    .col(ColumnDef::new(Invitations::Email).string_len(254).not_null())
+                    .col(
+                        ColumnDef::new(Invitations::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Invitations::OrganizationId)
+                            .uuid()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Invitations::Email)
+                            .string_len(254)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Invitations::Name).string_len(200).not_null())
                     .col(ColumnDef::new(Invitations::Role).string_len(32).not_null())
                     .col(ColumnDef::new(Invitations::IsOwner).boolean().not_null())
-                    .col(ColumnDef::new(Invitations::TokenHash).string_len(64).not_null())
-                    .col(ColumnDef::new(Invitations::Status).string_len(16).not_null())
-                    .col(ColumnDef::new(Invitations::Inviter).string_len(255).not_null())
-                    .col(ColumnDef::new(Invitations::CreateTime).big_integer().not_null())
-                    .col(ColumnDef::new(Invitations::ExpireTime).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Invitations::TokenHash)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Invitations::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Invitations::Inviter)
+                            .string_len(255)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Invitations::CreateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Invitations::ExpireTime)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Invitations::AcceptTime).big_integer().null())
                     .foreign_key(
                         ForeignKey::create()
@@ -103,10 +136,26 @@ impl MigrationTrait for Migration {
                             .uuid()
                             .not_null(),
                     )
-                    .col(ColumnDef::new(PreApprovedSignups::Email).string_len(254).null())
-                    .col(ColumnDef::new(PreApprovedSignups::Code).string_len(64).null())
-                    .col(ColumnDef::new(PreApprovedSignups::MaxUses).integer().not_null())
-                    .col(ColumnDef::new(PreApprovedSignups::UseCount).integer().not_null())
+                    .col(
+                        ColumnDef::new(PreApprovedSignups::Email)
+                            .string_len(254)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(PreApprovedSignups::Code)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(PreApprovedSignups::MaxUses)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PreApprovedSignups::UseCount)
+                            .integer()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(PreApprovedSignups::ExpireTime)
                             .big_integer()
@@ -124,7 +173,10 @@ impl MigrationTrait for Migration {
                     )
                     .foreign_key(
                         ForeignKey::create()
-                            .from(PreApprovedSignups::Table, PreApprovedSignups::OrganizationId)
+                            .from(
+                                PreApprovedSignups::Table,
+                                PreApprovedSignups::OrganizationId,
+                            )
                             .to(Organizations::Table, Organizations::Id),
                     )
                     .to_owned(),

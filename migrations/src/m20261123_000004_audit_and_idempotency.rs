@@ -12,17 +12,58 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(AuditEntries::Table)
-                    .col(ColumnDef::new(AuditEntries::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(AuditEntries::OrganizationId).uuid().not_null())
-                    .col(ColumnDef::new(AuditEntries::ActorKind).string_len(16).not_null())
-                    .col(ColumnDef::new(AuditEntries::ActorId).string_len(255).not_null())
-                    .col(ColumnDef::new(AuditEntries::ActorOrganizationId).uuid().null())
-                    .col(ColumnDef::new(AuditEntries::Action).string_len(64).not_null())
-                    .col(ColumnDef::new(AuditEntries::TargetType).string_len(32).not_null())
-                    .col(ColumnDef::new(AuditEntries::TargetId).string_len(64).not_null())
-                    .col(ColumnDef::new(AuditEntries::RequestId).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(AuditEntries::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::OrganizationId)
+                            .uuid()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::ActorKind)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::ActorId)
+                            .string_len(255)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::ActorOrganizationId)
+                            .uuid()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::Action)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::TargetType)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::TargetId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEntries::RequestId)
+                            .string_len(128)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuditEntries::Summary).text().not_null())
-                    .col(ColumnDef::new(AuditEntries::CreateTime).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(AuditEntries::CreateTime)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

@@ -111,7 +111,12 @@ pub fn load_pem(algorithm: Algorithm, path: &Path) -> Result<PublicKey, String> 
         Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
         other => return Err(format!("unsupported algorithm {other:?}")),
     }
-    .map_err(|e| format!("{} is not a valid {algorithm:?} public key: {e}", path.display()))?;
+    .map_err(|e| {
+        format!(
+            "{} is not a valid {algorithm:?} public key: {e}",
+            path.display()
+        )
+    })?;
     Ok(PublicKey { algorithm, key })
 }
 
@@ -119,8 +124,10 @@ pub fn load_pem(algorithm: Algorithm, path: &Path) -> Result<PublicKey, String> 
 /// `alg` or, when absent, follows from its type (RSA → RS256, EC P-256 → ES256,
 /// OKP Ed25519 → EdDSA).
 pub fn load_jwks(path: &Path) -> Result<Vec<(String, PublicKey)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("{} is not a JWKS: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let set: JwkSet = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
         let kid = jwk
@@ -134,7 +141,9 @@ pub fn load_jwks(path: &Path) -> Result<Vec<(String, PublicKey)>, String> {
             (Some(KeyAlgorithm::EdDSA), _) => Algorithm::EdDSA,
             (Some(other), _) => return Err(format!("key {kid}: unsupported alg {other:?}")),
             (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-            (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+            (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => {
+                Algorithm::ES256
+            }
             (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
             (None, _) => return Err(format!("key {kid}: cannot tell its algorithm; set alg")),
         };
@@ -178,7 +187,9 @@ impl Verifier {
             }
             None => (
                 Algorithm::HS256,
-                self.secret.as_ref().ok_or("token has no kid and no shared secret is configured")?,
+                self.secret
+                    .as_ref()
+                    .ok_or("token has no kid and no shared secret is configured")?,
             ),
         };
         if header.alg != algorithm {
@@ -212,6 +223,10 @@ fn describe(error: &jsonwebtoken::errors::Error) -> &'static str {
 
 /// Mints an HS256 token.
 pub fn mint(secret: &[u8], claims: &MintClaims) -> Result<String, String> {
-    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| format!("cannot sign token: {e}"))
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| format!("cannot sign token: {e}"))
 }

@@ -92,7 +92,11 @@ impl Authenticator {
                     )
                     .into());
                 }
-                return Ok(Some(Caller { rule, principal: None, trace_id }));
+                return Ok(Some(Caller {
+                    rule,
+                    principal: None,
+                    trace_id,
+                }));
             }
             None => {
                 return Err(Error::Unauthenticated(
@@ -159,16 +163,27 @@ impl Authenticator {
             .unwrap_or(CallerRole::User);
         let org = match claims.org.as_deref().filter(|o| !o.is_empty()) {
             Some(reference) => {
-                let unknown = || Status::from(Error::Unauthenticated("the token's organization does not exist".into()));
+                let unknown = || {
+                    Status::from(Error::Unauthenticated(
+                        "the token's organization does not exist".into(),
+                    ))
+                };
                 let parsed = OrgRef::parse(reference).ok_or_else(unknown)?;
-                let row = find_org(&self.store, &parsed).await.map_err(Status::from)?.ok_or_else(unknown)?;
+                let row = find_org(&self.store, &parsed)
+                    .await
+                    .map_err(Status::from)?
+                    .ok_or_else(unknown)?;
                 Some(home(&row))
             }
             None => None,
         };
         let needs_org = !matches!(role, CallerRole::User | CallerRole::System);
         if needs_org && org.is_none() {
-            return Err(Error::Unauthenticated(format!("role {} requires an `org` claim", role.as_str())).into());
+            return Err(Error::Unauthenticated(format!(
+                "role {} requires an `org` claim",
+                role.as_str()
+            ))
+            .into());
         }
         if let Some(home) = &org {
             let fits = match role {
@@ -216,7 +231,9 @@ fn credential(headers: &HeaderMap) -> Result<Option<Credential>, Error> {
         let text = auth.to_str().map_err(|_| bad())?;
         let (scheme, rest) = text.split_once(' ').ok_or_else(bad)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(Error::Unauthenticated("use `authorization: Bearer …`".into()));
+            return Err(Error::Unauthenticated(
+                "use `authorization: Bearer …`".into(),
+            ));
         }
         rest.trim().to_owned()
     } else if let Some(key) = headers.get("x-api-key") {
@@ -267,7 +284,10 @@ pub struct AuthService<S> {
 
 impl<S, B> Service<http::Request<B>> for AuthService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -289,7 +309,10 @@ where
                 .get::<TcpConnectInfo>()
                 .and_then(|info| info.remote_addr())
                 .map(|addr| addr.ip());
-            match auth.admit(request.uri().path(), request.headers(), peer).await {
+            match auth
+                .admit(request.uri().path(), request.headers(), peer)
+                .await
+            {
                 Ok(Some(caller)) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await

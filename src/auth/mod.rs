@@ -186,7 +186,9 @@ impl OrgRef {
         if text.starts_with("org_") {
             ids::decode(IdKind::Organization, text).ok().map(OrgRef::Id)
         } else {
-            Slug::parse(text).ok().map(|s| OrgRef::Slug(s.as_str().to_owned()))
+            Slug::parse(text)
+                .ok()
+                .map(|s| OrgRef::Slug(s.as_str().to_owned()))
         }
     }
 }
@@ -213,7 +215,12 @@ impl Caller {
     /// or slug, reported under `field`) and returns the proof. A caller whose scope
     /// cannot include the organization gets PERMISSION_DENIED whether or not it
     /// exists; operators get INVALID_ARGUMENT or NOT_FOUND.
-    pub async fn authorize(&self, store: &Store, field: &str, reference: &str) -> Result<OrgAccess> {
+    pub async fn authorize(
+        &self,
+        store: &Store,
+        field: &str,
+        reference: &str,
+    ) -> Result<OrgAccess> {
         let principal = self.principal()?.clone();
         let operator = principal.role.is_operator();
         let parsed = OrgRef::parse(reference);
@@ -242,7 +249,11 @@ impl Caller {
         self.authorize_loaded(principal, org)
     }
 
-    fn authorize_loaded(&self, principal: Arc<Principal>, org: organizations::Model) -> Result<OrgAccess> {
+    fn authorize_loaded(
+        &self,
+        principal: Arc<Principal>,
+        org: organizations::Model,
+    ) -> Result<OrgAccess> {
         let relation = policy::relation(&principal, &org).ok_or_else(denied)?;
         Ok(OrgAccess {
             org,

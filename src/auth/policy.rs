@@ -85,7 +85,10 @@ impl CallerRole {
     pub fn is_org_bound(self) -> bool {
         matches!(
             self,
-            CallerRole::ApiKey | CallerRole::Member | CallerRole::ConfigAdmin | CallerRole::AgencyAdmin
+            CallerRole::ApiKey
+                | CallerRole::Member
+                | CallerRole::ConfigAdmin
+                | CallerRole::AgencyAdmin
         )
     }
 }
@@ -127,9 +130,24 @@ impl Rule {
 use CallerRole::*;
 
 /// Every role with credentials for an organization, keys included.
-pub const READ: &[CallerRole] = &[System, RootAdmin, RootPowerUser, AgencyAdmin, ConfigAdmin, Member, ApiKey];
+pub const READ: &[CallerRole] = &[
+    System,
+    RootAdmin,
+    RootPowerUser,
+    AgencyAdmin,
+    ConfigAdmin,
+    Member,
+    ApiKey,
+];
 /// Every member role, no keys.
-pub const READ_USERS: &[CallerRole] = &[System, RootAdmin, RootPowerUser, AgencyAdmin, ConfigAdmin, Member];
+pub const READ_USERS: &[CallerRole] = &[
+    System,
+    RootAdmin,
+    RootPowerUser,
+    AgencyAdmin,
+    ConfigAdmin,
+    Member,
+];
 /// Admins of the organization and above.
 pub const ADMIN: &[CallerRole] = &[System, RootAdmin, RootPowerUser, AgencyAdmin, ConfigAdmin];
 /// Those who manage an organization from above: its agency and operators.
@@ -139,9 +157,26 @@ pub const OPERATOR: &[CallerRole] = &[System, RootAdmin, RootPowerUser];
 /// The root admin alone.
 pub const ROOT_ADMIN: &[CallerRole] = &[RootAdmin];
 /// Any authenticated principal, keys included.
-pub const ANYONE: &[CallerRole] = &[User, ApiKey, Member, ConfigAdmin, AgencyAdmin, RootPowerUser, RootAdmin, System];
-/// Any authenticated user (JWT), with or without a role.
-pub const USERS: &[CallerRole] = &[User, Member, ConfigAdmin, AgencyAdmin, RootPowerUser, RootAdmin, System];
+pub const ANYONE: &[CallerRole] = &[
+    User,
+    ApiKey,
+    Member,
+    ConfigAdmin,
+    AgencyAdmin,
+    RootPowerUser,
+    RootAdmin,
+    System,
+];
+/// Any authenticated user (JWT), with or without a role. Not SYSTEM: a service is not a
+/// person who can accept an invitation or own an organization.
+pub const USERS: &[CallerRole] = &[
+    User,
+    Member,
+    ConfigAdmin,
+    AgencyAdmin,
+    RootPowerUser,
+    RootAdmin,
+];
 /// Usage recorders.
 pub const RECORDERS: &[CallerRole] = &[System, ApiKey];
 
@@ -151,19 +186,51 @@ const SUBSCRIPTION: &str = "tenantry.v1.SubscriptionService";
 const TRANSFER: &str = "tenantry.v1.TenantTransferService";
 
 const fn on(service: &'static str, method: &'static str, roles: &'static [CallerRole]) -> Rule {
-    Rule { service, method, access: Access::Roles(roles), while_inactive: false, targeted: true }
+    Rule {
+        service,
+        method,
+        access: Access::Roles(roles),
+        while_inactive: false,
+        targeted: true,
+    }
 }
 
-const fn untargeted(service: &'static str, method: &'static str, roles: &'static [CallerRole]) -> Rule {
-    Rule { service, method, access: Access::Roles(roles), while_inactive: false, targeted: false }
+const fn untargeted(
+    service: &'static str,
+    method: &'static str,
+    roles: &'static [CallerRole],
+) -> Rule {
+    Rule {
+        service,
+        method,
+        access: Access::Roles(roles),
+        while_inactive: false,
+        targeted: false,
+    }
 }
 
 const fn public(service: &'static str, method: &'static str) -> Rule {
-    Rule { service, method, access: Access::Public, while_inactive: true, targeted: false }
+    Rule {
+        service,
+        method,
+        access: Access::Public,
+        while_inactive: true,
+        targeted: false,
+    }
 }
 
-const fn status_read(service: &'static str, method: &'static str, roles: &'static [CallerRole]) -> Rule {
-    Rule { service, method, access: Access::Roles(roles), while_inactive: true, targeted: true }
+const fn status_read(
+    service: &'static str,
+    method: &'static str,
+    roles: &'static [CallerRole],
+) -> Rule {
+    Rule {
+        service,
+        method,
+        access: Access::Roles(roles),
+        while_inactive: true,
+        targeted: true,
+    }
 }
 
 /// The policy table.
@@ -298,7 +365,8 @@ pub fn relation(principal: &Principal, org: &organizations::Model) -> Option<Rel
             _ => Some(Relation::Own),
         };
     }
-    (principal.role == CallerRole::AgencyAdmin && org.parent_id == Some(home.id)).then_some(Relation::Child)
+    (principal.role == CallerRole::AgencyAdmin && org.parent_id == Some(home.id))
+        .then_some(Relation::Child)
 }
 
 /// Whether a principal's own organization lets it make this call.
@@ -320,7 +388,11 @@ mod tests {
     fn rows_are_unique() {
         for (i, a) in POLICY.iter().enumerate() {
             for b in &POLICY[i + 1..] {
-                assert!(!(a.service == b.service && a.method == b.method), "{} twice", a.method);
+                assert!(
+                    !(a.service == b.service && a.method == b.method),
+                    "{} twice",
+                    a.method
+                );
             }
         }
     }

@@ -51,15 +51,26 @@ pub fn parse(text: &str, allowed: &[(&str, &[Op])]) -> Result<Vec<Term>, String>
         };
         let Some((_, ops)) = allowed.iter().find(|(name, _)| name == field) else {
             let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
-            return Err(format!("unknown field `{field}`; filterable fields: {}", names.join(", ")));
+            return Err(format!(
+                "unknown field `{field}`; filterable fields: {}",
+                names.join(", ")
+            ));
         };
         if !ops.contains(&op) {
             return Err(format!("operator not supported for `{field}`"));
         }
-        terms.push(Term { field: field.clone(), op, value });
+        terms.push(Term {
+            field: field.clone(),
+            op,
+            value,
+        });
         rest = match tail {
             [] => &[],
-            [Token::Word(and), more @ ..] if and.eq_ignore_ascii_case("AND") && !more.is_empty() => more,
+            [Token::Word(and), more @ ..]
+                if and.eq_ignore_ascii_case("AND") && !more.is_empty() =>
+            {
+                more
+            }
             _ => return Err("terms must be joined by AND".into()),
         };
     }
@@ -134,7 +145,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 mod tests {
     use super::*;
 
-    const FIELDS: &[(&str, &[Op])] = &[("status", &[Op::Eq]), ("prefix", &[Op::Eq]), ("create_time", &[Op::Ge, Op::Lt])];
+    const FIELDS: &[(&str, &[Op])] = &[
+        ("status", &[Op::Eq]),
+        ("prefix", &[Op::Eq]),
+        ("create_time", &[Op::Ge, Op::Lt]),
+    ];
 
     #[test]
     fn parses_conjunctions() {
@@ -142,12 +157,23 @@ mod tests {
         assert_eq!(terms.len(), 2);
         assert_eq!(terms[1].value, "acme corp");
         assert!(parse("", FIELDS).unwrap().is_empty());
-        assert_eq!(parse("create_time >= 2026-01-01T00:00:00Z", FIELDS).unwrap()[0].op, Op::Ge);
+        assert_eq!(
+            parse("create_time >= 2026-01-01T00:00:00Z", FIELDS).unwrap()[0].op,
+            Op::Ge
+        );
     }
 
     #[test]
     fn rejects_hostile_or_unknown_input() {
-        for bad in ["status", "status =", "nope = 1", "status = A OR prefix = b", "status = 'x'; DROP TABLE", "status > 1", "prefix = \"open"] {
+        for bad in [
+            "status",
+            "status =",
+            "nope = 1",
+            "status = A OR prefix = b",
+            "status = 'x'; DROP TABLE",
+            "status > 1",
+            "prefix = \"open",
+        ] {
             assert!(parse(bad, FIELDS).is_err(), "{bad:?}");
         }
     }

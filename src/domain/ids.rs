@@ -83,7 +83,9 @@ pub fn decode(kind: IdKind, text: &str) -> Result<Uuid, BadId> {
     let mut value: u128 = 0;
     for (position, byte) in suffix.bytes().enumerate() {
         let Some(digit) = ALPHABET.iter().position(|&c| c == byte) else {
-            return Err(BadId("contains a character outside lowercase base32".into()));
+            return Err(BadId(
+                "contains a character outside lowercase base32".into(),
+            ));
         };
         if position == 0 && digit > 7 {
             return Err(BadId("is out of range".into()));

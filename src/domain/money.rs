@@ -106,11 +106,16 @@ pub fn parse_amount(text: &str, max_scale: u32, allow_negative: bool) -> Result<
         && !text.ends_with('.')
         && !text.starts_with('.');
     if !plain {
-        return Err(BadMoney(format!("must be a decimal number such as \"99.00\", got {text:?}")));
+        return Err(BadMoney(format!(
+            "must be a decimal number such as \"99.00\", got {text:?}"
+        )));
     }
-    let amount = Decimal::from_str(text).map_err(|_| BadMoney(format!("must be a decimal number, got {text:?}")))?;
+    let amount = Decimal::from_str(text)
+        .map_err(|_| BadMoney(format!("must be a decimal number, got {text:?}")))?;
     if amount.scale() > max_scale && amount.normalize().scale() > max_scale {
-        return Err(BadMoney(format!("must have at most {max_scale} decimal places")));
+        return Err(BadMoney(format!(
+            "must have at most {max_scale} decimal places"
+        )));
     }
     if amount.is_sign_negative() && !amount.is_zero() && !allow_negative {
         return Err(BadMoney("must not be negative".into()));
@@ -172,20 +177,31 @@ mod tests {
 
     #[test]
     fn parses_exact_amounts_and_refuses_bad_ones() {
-        assert_eq!(parse_amount("99.00", 2, false).unwrap(), Decimal::new(9900, 2));
+        assert_eq!(
+            parse_amount("99.00", 2, false).unwrap(),
+            Decimal::new(9900, 2)
+        );
         assert_eq!(to_micros(parse_amount("0.000125", 6, false).unwrap()), 125);
-        for bad in ["", "abc", "1e5", "NaN", "inf", "1.2.3", ".5", "5.", "1.001", " 1", "0x10"] {
+        for bad in [
+            "", "abc", "1e5", "NaN", "inf", "1.2.3", ".5", "5.", "1.001", " 1", "0x10",
+        ] {
             assert!(parse_amount(bad, 2, false).is_err(), "{bad:?}");
         }
         assert!(parse_amount("-1.00", 2, false).is_err());
         assert!(parse_amount("-1.00", 2, true).is_ok());
         assert!(parse_amount("1000000000001", 2, false).is_err());
-        assert!(parse_amount("1.500", 2, false).is_ok(), "trailing zeros are not extra precision");
+        assert!(
+            parse_amount("1.500", 2, false).is_ok(),
+            "trailing zeros are not extra precision"
+        );
     }
 
     #[test]
     fn formats_with_minor_digits() {
-        assert_eq!(format_amount(from_micros(99_000_000), Currency::Usd), "99.00");
+        assert_eq!(
+            format_amount(from_micros(99_000_000), Currency::Usd),
+            "99.00"
+        );
         assert_eq!(format_amount(from_micros(125), Currency::Usd), "0.000125");
         assert_eq!(format_amount(from_micros(0), Currency::Eur), "0.00");
     }

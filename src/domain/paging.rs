@@ -74,8 +74,15 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_are_bound_to_their_query() {
         let q = fingerprint(&["status = ACTIVE", "name"]);
-        let token = encode(&Cursor { q: q.clone(), k: Some("acme".into()), id: "ab".into() });
-        assert_eq!(decode(&token, &q).unwrap().unwrap().k.as_deref(), Some("acme"));
+        let token = encode(&Cursor {
+            q: q.clone(),
+            k: Some("acme".into()),
+            id: "ab".into(),
+        });
+        assert_eq!(
+            decode(&token, &q).unwrap().unwrap().k.as_deref(),
+            Some("acme")
+        );
         assert!(decode(&token, &fingerprint(&["", "name"])).is_err());
         assert!(decode("garbage!!", &q).is_err());
         assert_eq!(decode("", &q).unwrap(), None);

@@ -28,9 +28,12 @@ impl Slug {
         if text.len() > MAX_LEN {
             return Err(BadSlug("must be at most 63 characters"));
         }
-        let well_formed = text
-            .split('-')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        let well_formed = text.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
         if !well_formed {
             return Err(BadSlug(
                 "must be lowercase letters and digits in groups joined by single hyphens",
@@ -98,7 +101,10 @@ mod tests {
     fn generates_the_seed_slugs() {
         assert_eq!(Slug::generate("AgenticMail").as_str(), "agenticmail");
         assert_eq!(Slug::generate("Acme Corp").as_str(), "acme-corp");
-        assert_eq!(Slug::generate("  Café — Crème & Co. ").as_str(), "cafe-creme-co");
+        assert_eq!(
+            Slug::generate("  Café — Crème & Co. ").as_str(),
+            "cafe-creme-co"
+        );
         assert_eq!(Slug::generate("!!!").as_str(), "org");
     }
 
@@ -115,7 +121,16 @@ mod tests {
 
     #[test]
     fn parse_rejects_malformed_slugs() {
-        for bad in ["", "Acme", "acme--corp", "-acme", "acme-", "acme corp", "ácme", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Acme",
+            "acme--corp",
+            "-acme",
+            "acme-",
+            "acme corp",
+            "ácme",
+            &"a".repeat(64),
+        ] {
             assert!(Slug::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Slug::parse("acme-corp-2").is_ok());

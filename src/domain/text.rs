@@ -71,7 +71,16 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(email("Ope@AgenticMail.com").unwrap(), "ope@agenticmail.com");
-        for bad in ["", "x", "a@b", "a@@b.com", "a b@c.com", "@c.com", "a@.com", "a@c..com"] {
+        for bad in [
+            "",
+            "x",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "@c.com",
+            "a@.com",
+            "a@c..com",
+        ] {
             assert!(email(bad).is_err(), "{bad:?}");
         }
     }

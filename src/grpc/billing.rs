@@ -60,8 +60,13 @@ impl BillingService for Billing {
         let caller = caller_of(&request)?;
         let mut stream = request.into_inner();
         let first = stream.message().await?.unwrap_or_default();
-        pending(&self.ctx, &caller, &[("organization_id", &first.organization_id)], CAPABILITY)
-            .await
-            .map_err(Status::from)
+        pending(
+            &self.ctx,
+            &caller,
+            &[("organization_id", &first.organization_id)],
+            CAPABILITY,
+        )
+        .await
+        .map_err(Status::from)
     }
 }

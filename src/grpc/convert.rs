@@ -7,7 +7,9 @@ use crate::{
     domain::{
         ids::{self, IdKind},
         money::{Currency, Money},
-        org::{AddressKind, AgentStatus, InvitationStatus, MemberRole, OrgKind, OrgStatus, SpendAction},
+        org::{
+            AddressKind, AgentStatus, InvitationStatus, MemberRole, OrgKind, OrgStatus, SpendAction,
+        },
     },
     proto,
     storage::entities::{
@@ -80,7 +82,8 @@ pub fn organization(org: &organizations::Model, agent_count: u64) -> proto::Orga
         billing_alerts: Some(proto::BillingAlerts {
             alert_thresholds: thresholds,
             alert_emails: emails,
-            action_at_100: spend_action(org.alert_action.parse().unwrap_or(SpendAction::NotifyOnly)) as i32,
+            action_at_100: spend_action(org.alert_action.parse().unwrap_or(SpendAction::NotifyOnly))
+                as i32,
         }),
         features: Vec::new(),
         agent_count: i32::try_from(agent_count).unwrap_or(i32::MAX),

@@ -37,7 +37,11 @@ pub fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
 }
 
 /// Runs a use case with the caller and the request message.
-pub async fn serve<Req, Resp, F, Fut>(ctx: &Ctx, request: Request<Req>, use_case: F) -> Result<Response<Resp>, Status>
+pub async fn serve<Req, Resp, F, Fut>(
+    ctx: &Ctx,
+    request: Request<Req>,
+    use_case: F,
+) -> Result<Response<Resp>, Status>
 where
     F: FnOnce(Ctx, Caller, Req) -> Fut,
     Fut: Future<Output = Result<Resp>>,

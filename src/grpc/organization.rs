@@ -110,13 +110,22 @@ impl OrganizationService for Organizations {
         delete_webhook_endpoint(DeleteWebhookEndpointRequest -> DeleteWebhookEndpointResponse) [organization_id];
     }
 
-    type WatchEventsStream = Pin<Box<dyn Stream<Item = Result<proto::WatchEventsResponse, Status>> + Send + 'static>>;
+    type WatchEventsStream =
+        Pin<Box<dyn Stream<Item = Result<proto::WatchEventsResponse, Status>> + Send + 'static>>;
 
-    async fn watch_events(&self, request: Request<proto::WatchEventsRequest>) -> Reply<Self::WatchEventsStream> {
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Reply<Self::WatchEventsStream> {
         let caller = caller_of(&request)?;
         let message = request.into_inner();
-        pending(&self.ctx, &caller, &[("organization_id", &message.organization_id)], EVENTS)
-            .await
-            .map_err(Status::from)
+        pending(
+            &self.ctx,
+            &caller,
+            &[("organization_id", &message.organization_id)],
+            EVENTS,
+        )
+        .await
+        .map_err(Status::from)
     }
 }

@@ -56,7 +56,11 @@ pub async fn commit<R: Message>(ctx: &Ctx, tx: Tx, key: Option<&Key>, response: 
 
 /// Resolves a failed idempotent write: a concurrent twin that committed first wins and
 /// its response is returned; any other failure passes through.
-pub async fn settle<R: Message + Default>(ctx: &Ctx, key: Option<&Key>, result: Result<R>) -> Result<R> {
+pub async fn settle<R: Message + Default>(
+    ctx: &Ctx,
+    key: Option<&Key>,
+    result: Result<R>,
+) -> Result<R> {
     match result {
         Ok(response) => Ok(response),
         Err(error) => idempotency::settle(&ctx.store, key, error).await,
@@ -70,7 +74,12 @@ pub fn audit_request_id<'a>(caller: &'a Caller, key: Option<&'a Key>) -> &'a str
 }
 
 /// Writes an audit entry.
-pub async fn audit(tx: &Tx, ctx: &Ctx, principal: &Principal, entry: AuditRecord<'_>) -> Result<()> {
+pub async fn audit(
+    tx: &Tx,
+    ctx: &Ctx,
+    principal: &Principal,
+    entry: AuditRecord<'_>,
+) -> Result<()> {
     audit::record(tx, principal, ctx.store.now(), entry).await
 }
 

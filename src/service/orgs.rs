@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, ExprTrait, FromQueryResult,
-    IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, Func, LikeExpr},
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, Condition, EntityTrait, ExprTrait, FromQueryResult, IntoActiveModel, Order,
+    QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, Func, LikeExpr, LockType},
 };
 use serde_json::json;
 use tonic::Code;
@@ -26,7 +28,9 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::{agent_count, audit, audit_request_id, check_etag, commit, idempotency_key, replayed, settle},
+    service::{
+        agent_count, audit, audit_request_id, check_etag, commit, idempotency_key, replayed, settle,
+    },
     storage::{
         Tx,
         audit::AuditRecord,
@@ -38,6 +42,8 @@ use crate::{
 pub const KNOWN_PLANS: &[&str] = &["free", "basic", "pro", "team", "business", "enterprise"];
 /// Maximum alert thresholds and alert emails.
 const MAX_ALERT_ENTRIES: usize = 10;
+/// Length of a generated slug's prefix that survives every `-N` suffix up to `-99999999`.
+const SUFFIX_STEM_LEN: usize = crate::domain::slug::MAX_LEN - 9;
 /// Upper bound of count limits (agents, phone numbers, concurrent calls).
 const MAX_COUNT_LIMIT: i32 = 1_000_000;
 
@@ -68,7 +74,12 @@ struct Alerts {
     action: SpendAction,
 }
 
-fn parse_rate(v: &mut Violations, field: &str, money_in: &proto::Money, currency: Currency) -> Option<i64> {
+fn parse_rate(
+    v: &mut Violations,
+    field: &str,
+    money_in: &proto::Money,
+    currency: Currency,
+) -> Option<i64> {
     if !money_in.currency_code.is_empty() && money_in.currency_code != currency.code() {
         v.add(
             format!("{field}.currency_code"),
@@ -76,8 +87,11 @@ fn parse_rate(v: &mut Violations, field: &str, money_in: &proto::Money, currency
         );
         return None;
     }
-    v.check(&format!("{field}.amount"), money::parse_amount(&money_in.amount, 2, false))
-        .map(money::to_micros)
+    v.check(
+        &format!("{field}.amount"),
+        money::parse_amount(&money_in.amount, 2, false),
+    )
+    .map(money::to_micros)
 }
 
 fn parse_count(v: &mut Violations, field: &str, value: i32) -> i32 {
@@ -87,30 +101,52 @@ fn parse_count(v: &mut Violations, field: &str, value: i32) -> i32 {
     value
 }
 
-fn parse_limits(v: &mut Violations, field: &str, limits: &proto::UsageLimits, currency: Currency) -> Limits {
+fn parse_limits(
+    v: &mut Violations,
+    field: &str,
+    limits: &proto::UsageLimits,
+    currency: Currency,
+) -> Limits {
     Limits {
         spend_limit_micros: limits
             .monthly_spend_limit
             .as_ref()
             .and_then(|m| parse_rate(v, &format!("{field}.monthly_spend_limit"), m, currency)),
         max_agents: parse_count(v, &format!("{field}.max_agents"), limits.max_agents),
-        max_phone_numbers: parse_count(v, &format!("{field}.max_phone_numbers"), limits.max_phone_numbers),
-        max_concurrent_calls: parse_count(v, &format!("{field}.max_concurrent_calls"), limits.max_concurrent_calls),
+        max_phone_numbers: parse_count(
+            v,
+            &format!("{field}.max_phone_numbers"),
+            limits.max_phone_numbers,
+        ),
+        max_concurrent_calls: parse_count(
+            v,
+            &format!("{field}.max_concurrent_calls"),
+            limits.max_concurrent_calls,
+        ),
     }
 }
 
 fn parse_alerts(v: &mut Violations, field: &str, alerts: &proto::BillingAlerts) -> Alerts {
     let mut thresholds = alerts.alert_thresholds.clone();
     if thresholds.len() > MAX_ALERT_ENTRIES {
-        v.add(format!("{field}.alert_thresholds"), format!("must have at most {MAX_ALERT_ENTRIES} entries"));
+        v.add(
+            format!("{field}.alert_thresholds"),
+            format!("must have at most {MAX_ALERT_ENTRIES} entries"),
+        );
     }
     if thresholds.iter().any(|t| !(1..=100).contains(t)) {
-        v.add(format!("{field}.alert_thresholds"), "must be percentages between 1 and 100");
+        v.add(
+            format!("{field}.alert_thresholds"),
+            "must be percentages between 1 and 100",
+        );
     }
     thresholds.sort_unstable();
     thresholds.dedup();
     if alerts.alert_emails.len() > MAX_ALERT_ENTRIES {
-        v.add(format!("{field}.alert_emails"), format!("must have at most {MAX_ALERT_ENTRIES} entries"));
+        v.add(
+            format!("{field}.alert_emails"),
+            format!("must have at most {MAX_ALERT_ENTRIES} entries"),
+        );
     }
     let emails = alerts
         .alert_emails
@@ -119,14 +155,23 @@ fn parse_alerts(v: &mut Violations, field: &str, alerts: &proto::BillingAlerts) 
         .filter_map(|(i, e)| v.check(&format!("{field}.alert_emails[{i}]"), text::email(e)))
         .collect();
     let action = match proto::SpendLimitAction::try_from(alerts.action_at_100) {
-        Ok(proto::SpendLimitAction::Unspecified) | Ok(proto::SpendLimitAction::NotifyOnly) => SpendAction::NotifyOnly,
+        Ok(proto::SpendLimitAction::Unspecified) | Ok(proto::SpendLimitAction::NotifyOnly) => {
+            SpendAction::NotifyOnly
+        }
         Ok(proto::SpendLimitAction::SuspendUsage) => SpendAction::SuspendUsage,
         Err(_) => {
-            v.add(format!("{field}.action_at_100"), "must be NOTIFY_ONLY or SUSPEND_USAGE");
+            v.add(
+                format!("{field}.action_at_100"),
+                "must be NOTIFY_ONLY or SUSPEND_USAGE",
+            );
             SpendAction::NotifyOnly
         }
     };
-    Alerts { thresholds, emails, action }
+    Alerts {
+        thresholds,
+        emails,
+        action,
+    }
 }
 
 fn parse_plan(v: &mut Violations, field: &str, plan: &str) -> Option<String> {
@@ -146,7 +191,8 @@ fn parse_currency(v: &mut Violations, field: &str, code: &str) -> Option<Currenc
 }
 
 /// Reserves a slug: an explicit one must be free (`SLUG_TAKEN`); a generated one gets
-/// the first free `-N` suffix. Deleted organizations keep their slugs forever.
+/// the first free `-N` suffix. Deleted organizations keep their slugs forever. The
+/// caller holds [`lock_slug_allocation`].
 async fn choose_slug(tx: &Tx, explicit: Option<Slug>, name: &str) -> Result<(Slug, bool)> {
     if let Some(slug) = explicit {
         if slug_taken(&**tx, slug.as_str()).await? {
@@ -154,14 +200,35 @@ async fn choose_slug(tx: &Tx, explicit: Option<Slug>, name: &str) -> Result<(Slu
         }
         return Ok((slug, false));
     }
-    Ok((free_generated_slug(&**tx, &Slug::generate(name)).await?, true))
+    Ok((
+        free_generated_slug(&**tx, &Slug::generate(name)).await?,
+        true,
+    ))
+}
+
+/// Serializes organization creation until commit, so concurrent creates of one name
+/// get `-2`, `-3`… instead of racing for one slug, and a retry waiting for its twin
+/// finds the twin's stored result. Taken before the idempotency lookup. The root
+/// organization's row is the lock (PostgreSQL, `FOR NO KEY UPDATE`, which leaves
+/// inserts referencing the root alone); SQLite has a single writer already.
+async fn lock_slug_allocation(tx: &Tx) -> Result<()> {
+    organizations::Entity::find()
+        .filter(organizations::Column::Kind.eq(OrgKind::Root.as_str()))
+        .lock(LockType::NoKeyUpdate)
+        .one(&**tx)
+        .await?;
+    Ok(())
 }
 
 async fn free_generated_slug<C: sea_orm::ConnectionTrait>(db: &C, base: &Slug) -> Result<Slug> {
+    // A suffixed candidate may cut the end of a long base (`with_suffix` keeps slugs
+    // within 63 characters), so look up every slug sharing the part no suffix of up to
+    // nine characters can cut. Slugs hold no LIKE wildcards.
+    let stem: String = base.as_str().chars().take(SUFFIX_STEM_LEN).collect();
     let taken: Vec<String> = organizations::Entity::find()
         .select_only()
         .column(organizations::Column::Slug)
-        .filter(organizations::Column::Slug.like(format!("{}%", base.as_str())))
+        .filter(organizations::Column::Slug.like(format!("{}%", stem.trim_end_matches('-'))))
         .into_tuple()
         .all(db)
         .await?;
@@ -187,7 +254,12 @@ async fn slug_taken<C: sea_orm::ConnectionTrait>(db: &C, slug: &str) -> Result<b
 }
 
 fn slug_taken_error(slug: &str) -> Error {
-    Error::rejected(Code::AlreadyExists, "SLUG_TAKEN", format!("slug {slug:?} is taken")).with("slug", slug)
+    Error::rejected(
+        Code::AlreadyExists,
+        "SLUG_TAKEN",
+        format!("slug {slug:?} is taken"),
+    )
+    .with("slug", slug)
 }
 
 /// The root organization.
@@ -196,7 +268,9 @@ pub async fn root_org<C: sea_orm::ConnectionTrait>(db: &C) -> Result<organizatio
         .filter(organizations::Column::Kind.eq(OrgKind::Root.as_str()))
         .one(db)
         .await?
-        .ok_or_else(|| Error::Internal("the root organization is missing; run the migrations".into()))
+        .ok_or_else(|| {
+            Error::Internal("the root organization is missing; run the migrations".into())
+        })
 }
 
 struct NewOrg {
@@ -210,11 +284,17 @@ struct NewOrg {
 }
 
 /// CreateOrganization.
-pub async fn create(ctx: Ctx, caller: Caller, req: proto::CreateOrganizationRequest) -> Result<proto::CreateOrganizationResponse> {
+pub async fn create(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::CreateOrganizationRequest,
+) -> Result<proto::CreateOrganizationResponse> {
     let principal = caller.principal()?.clone();
     let org_in = req.organization.clone().unwrap_or_default();
     let kind = match proto::OrganizationKind::try_from(org_in.kind) {
-        Ok(proto::OrganizationKind::Unspecified) | Ok(proto::OrganizationKind::Tenant) => Some(OrgKind::Tenant),
+        Ok(proto::OrganizationKind::Unspecified) | Ok(proto::OrganizationKind::Tenant) => {
+            Some(OrgKind::Tenant)
+        }
         Ok(proto::OrganizationKind::Agency) => Some(OrgKind::Agency),
         Ok(proto::OrganizationKind::Root) | Err(_) => None,
     };
@@ -223,7 +303,9 @@ pub async fn create(ctx: Ctx, caller: Caller, req: proto::CreateOrganizationRequ
         let root = root_org(ctx.store.db()).await?;
         caller.authorize_row(root)?
     } else {
-        caller.authorize(&ctx.store, "organization.parent_id", &org_in.parent_id).await?
+        caller
+            .authorize(&ctx.store, "organization.parent_id", &org_in.parent_id)
+            .await?
     };
     let mut v = Violations::new();
     let name = v.check("organization.name", text::name(&org_in.name, 100));
@@ -235,21 +317,36 @@ pub async fn create(ctx: Ctx, caller: Caller, req: proto::CreateOrganizationRequ
     let parent = access.org();
     let parent_kind: OrgKind = parent.kind.parse().unwrap_or(OrgKind::Tenant);
     match kind {
-        None => v.add("organization.kind", "must be AGENCY or TENANT (there is exactly one root)"),
-        Some(OrgKind::Agency) if !org_in.parent_id.is_empty() && parent_kind != OrgKind::Root => {
-            v.add("organization.parent_id", "an agency's parent must be the root organization")
-        }
+        None => v.add(
+            "organization.kind",
+            "must be AGENCY or TENANT (there is exactly one root)",
+        ),
+        Some(OrgKind::Agency) if !org_in.parent_id.is_empty() && parent_kind != OrgKind::Root => v
+            .add(
+                "organization.parent_id",
+                "an agency's parent must be the root organization",
+            ),
         Some(OrgKind::Tenant) if !org_in.parent_id.is_empty() && parent_kind != OrgKind::Agency => {
-            v.add("organization.parent_id", "a tenant's parent must be an agency; leave it empty for a self-managed tenant")
+            v.add(
+                "organization.parent_id",
+                "a tenant's parent must be an agency; leave it empty for a self-managed tenant",
+            )
         }
         _ => {}
     }
-    let currency = parse_currency(&mut v, "organization.currency", &org_in.currency).unwrap_or(Currency::Usd);
+    let currency =
+        parse_currency(&mut v, "organization.currency", &org_in.currency).unwrap_or(Currency::Usd);
     let settings = parse_settings(&mut v, &org_in, currency, true);
     let owner = req.owner.as_ref().and_then(|o| {
         let email = v.check("owner.email", text::email(&o.email));
-        let first = v.check("owner.first_name", text::bounded(&o.first_name, 100).map(str::trim));
-        let last = v.check("owner.last_name", text::bounded(&o.last_name, 100).map(str::trim));
+        let first = v.check(
+            "owner.first_name",
+            text::bounded(&o.first_name, 100).map(str::trim),
+        );
+        let last = v.check(
+            "owner.last_name",
+            text::bounded(&o.last_name, 100).map(str::trim),
+        );
         let name = match (first, last) {
             (Some(f), Some(l)) => format!("{f} {l}").trim().to_owned(),
             _ => String::new(),
@@ -282,7 +379,9 @@ pub async fn create(ctx: Ctx, caller: Caller, req: proto::CreateOrganizationRequ
         let result = insert_org(&ctx, &caller, &access, &new, key.as_ref()).await;
         let settled = settle(&ctx, key.as_ref(), result).await;
         match settled {
-            Err(e) if e.is_unique_violation() && new.explicit_slug.is_none() && attempts < 5 => continue,
+            Err(e) if e.is_unique_violation() && new.explicit_slug.is_none() && attempts < 5 => {
+                continue;
+            }
             Err(e) if e.is_unique_violation() => {
                 return Err(new
                     .explicit_slug
@@ -295,12 +394,26 @@ pub async fn create(ctx: Ctx, caller: Caller, req: proto::CreateOrganizationRequ
     }
 }
 
-fn parse_settings(v: &mut Violations, org_in: &proto::Organization, currency: Currency, creating: bool) -> Settings {
+fn parse_settings(
+    v: &mut Violations,
+    org_in: &proto::Organization,
+    currency: Currency,
+    creating: bool,
+) -> Settings {
     let _ = creating;
     Settings {
-        contact_name: v.check("organization.contact_name", text::bounded(&org_in.contact_name, 200).map(|s| s.trim().to_owned())),
-        contact_email: v.check("organization.contact_email", text::optional_email(&org_in.contact_email)),
-        description: v.check("organization.description", text::bounded(&org_in.description, 1000).map(str::to_owned)),
+        contact_name: v.check(
+            "organization.contact_name",
+            text::bounded(&org_in.contact_name, 200).map(|s| s.trim().to_owned()),
+        ),
+        contact_email: v.check(
+            "organization.contact_email",
+            text::optional_email(&org_in.contact_email),
+        ),
+        description: v.check(
+            "organization.description",
+            text::bounded(&org_in.description, 1000).map(str::to_owned),
+        ),
         rate_micros: match &org_in.billing_rate_per_agent {
             Some(m) => parse_rate(v, "organization.billing_rate_per_agent", m, currency),
             None => Some(0),
@@ -310,8 +423,14 @@ fn parse_settings(v: &mut Violations, org_in: &proto::Organization, currency: Cu
         } else {
             parse_plan(v, "organization.plan", &org_in.plan)
         },
-        limits: org_in.usage_limits.as_ref().map(|l| parse_limits(v, "organization.usage_limits", l, currency)),
-        alerts: org_in.billing_alerts.as_ref().map(|a| parse_alerts(v, "organization.billing_alerts", a)),
+        limits: org_in
+            .usage_limits
+            .as_ref()
+            .map(|l| parse_limits(v, "organization.usage_limits", l, currency)),
+        alerts: org_in
+            .billing_alerts
+            .as_ref()
+            .map(|a| parse_alerts(v, "organization.billing_alerts", a)),
     }
 }
 
@@ -323,6 +442,7 @@ async fn insert_org(
     key: Option<&crate::storage::idempotency::Key>,
 ) -> Result<proto::CreateOrganizationResponse> {
     let tx = ctx.store.write().await?;
+    lock_slug_allocation(&tx).await?;
     if let Some(done) = replayed(&tx, key).await? {
         return Ok(done);
     }
@@ -392,7 +512,8 @@ async fn insert_org(
             status: Set("PENDING".to_owned()),
             inviter: Set(principal.actor_id().to_owned()),
             create_time: Set(now),
-            expire_time: Set(now + i64::try_from(ctx.settings.invitation_ttl.as_micros()).unwrap_or(i64::MAX / 2)),
+            expire_time: Set(now
+                + i64::try_from(ctx.settings.invitation_ttl.as_micros()).unwrap_or(i64::MAX / 2)),
             accept_time: Set(None),
         }
         .insert(&*tx)
@@ -424,8 +545,14 @@ async fn insert_org(
 }
 
 /// GetOrganization.
-pub async fn get(ctx: Ctx, caller: Caller, req: proto::GetOrganizationRequest) -> Result<proto::GetOrganizationResponse> {
-    let access = caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
+pub async fn get(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::GetOrganizationRequest,
+) -> Result<proto::GetOrganizationResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
     let count = agent_count(ctx.store.db(), access.org().id).await?;
     Ok(proto::GetOrganizationResponse {
         organization: Some(convert::organization(access.org(), count)),
@@ -446,24 +573,36 @@ struct AgentCount {
 }
 
 /// ListOrganizations: the organizations the caller may see, filtered and ordered.
-pub async fn list(ctx: Ctx, caller: Caller, req: proto::ListOrganizationsRequest) -> Result<proto::ListOrganizationsResponse> {
+pub async fn list(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ListOrganizationsRequest,
+) -> Result<proto::ListOrganizationsResponse> {
     let principal = caller.principal()?.clone();
     let mut v = Violations::new();
     let size = v.check("page_size", paging::page_size(req.page_size));
-    let terms = v.check("filter", filter::parse(&req.filter, LIST_FIELDS)).unwrap_or_default();
+    let terms = v
+        .check("filter", filter::parse(&req.filter, LIST_FIELDS))
+        .unwrap_or_default();
     let (by_time, descending) = match req.order_by.trim() {
         "" | "name" | "name asc" => (false, false),
         "name desc" => (false, true),
         "create_time" | "create_time asc" => (true, false),
         "create_time desc" => (true, true),
         _ => {
-            v.add("order_by", "must be `name` or `create_time`, optionally followed by `desc`");
+            v.add(
+                "order_by",
+                "must be `name` or `create_time`, optionally followed by `desc`",
+            );
             (false, false)
         }
     };
     let fingerprint = paging::fingerprint(&[&req.filter, &req.order_by]);
-    let cursor = v.check("page_token", paging::decode(&req.page_token, &fingerprint)).flatten();
-    let mut query = organizations::Entity::find().filter(organizations::Column::DeleteTime.is_null());
+    let cursor = v
+        .check("page_token", paging::decode(&req.page_token, &fingerprint))
+        .flatten();
+    let mut query =
+        organizations::Entity::find().filter(organizations::Column::DeleteTime.is_null());
     for term in &terms {
         query = match term.field.as_str() {
             "status" => match term.value.parse::<OrgStatus>() {
@@ -491,8 +630,14 @@ pub async fn list(ctx: Ctx, caller: Caller, req: proto::ListOrganizationsRequest
                 let pattern = format!("{}%", escape_like(&term.value.to_lowercase()));
                 query.filter(
                     Condition::any()
-                        .add(Expr::expr(Func::lower(Expr::col(organizations::Column::Name))).like(LikeExpr::new(pattern.clone()).escape('\\')))
-                        .add(Expr::col(organizations::Column::Slug).like(LikeExpr::new(pattern).escape('\\'))),
+                        .add(
+                            Expr::expr(Func::lower(Expr::col(organizations::Column::Name)))
+                                .like(LikeExpr::new(pattern.clone()).escape('\\')),
+                        )
+                        .add(
+                            Expr::col(organizations::Column::Slug)
+                                .like(LikeExpr::new(pattern).escape('\\')),
+                        ),
                 )
             }
         };
@@ -517,31 +662,51 @@ pub async fn list(ctx: Ctx, caller: Caller, req: proto::ListOrganizationsRequest
     }
     let order = if descending { Order::Desc } else { Order::Asc };
     if let Some(cursor) = &cursor {
-        let last_id = Uuid::parse_str(&cursor.id).map_err(|_| Error::invalid("page_token", "is not a page token issued by this service"))?;
+        let last_id = Uuid::parse_str(&cursor.id).map_err(|_| {
+            Error::invalid("page_token", "is not a page token issued by this service")
+        })?;
         let key = cursor.k.clone().unwrap_or_default();
         let (after_key, same_key) = if by_time {
-            let t: i64 = key.parse().map_err(|_| Error::invalid("page_token", "is not a page token issued by this service"))?;
+            let t: i64 = key.parse().map_err(|_| {
+                Error::invalid("page_token", "is not a page token issued by this service")
+            })?;
             if descending {
-                (organizations::Column::CreateTime.lt(t), organizations::Column::CreateTime.eq(t))
+                (
+                    organizations::Column::CreateTime.lt(t),
+                    organizations::Column::CreateTime.eq(t),
+                )
             } else {
-                (organizations::Column::CreateTime.gt(t), organizations::Column::CreateTime.eq(t))
+                (
+                    organizations::Column::CreateTime.gt(t),
+                    organizations::Column::CreateTime.eq(t),
+                )
             }
-        } else if descending {
-            (organizations::Column::Name.lt(key.clone()), organizations::Column::Name.eq(key))
         } else {
-            (organizations::Column::Name.gt(key.clone()), organizations::Column::Name.eq(key))
+            // Names sort case-insensitively, as the database lowercases them, so the
+            // key is lowercased by the database too.
+            let last_key = || Func::lower(Expr::val(key.clone()));
+            let same = folded_name().eq(last_key());
+            if descending {
+                (folded_name().lt(last_key()), same)
+            } else {
+                (folded_name().gt(last_key()), same)
+            }
         };
         let after_id = if descending {
             organizations::Column::Id.lt(last_id)
         } else {
             organizations::Column::Id.gt(last_id)
         };
-        query = query.filter(Condition::any().add(after_key).add(Condition::all().add(same_key).add(after_id)));
+        query = query.filter(
+            Condition::any()
+                .add(after_key)
+                .add(Condition::all().add(same_key).add(after_id)),
+        );
     }
     query = if by_time {
         query.order_by(organizations::Column::CreateTime, order.clone())
     } else {
-        query.order_by(organizations::Column::Name, order.clone())
+        query.order_by(folded_name(), order.clone())
     };
     let mut rows = query
         .order_by(organizations::Column::Id, order)
@@ -566,7 +731,11 @@ pub async fn list(ctx: Ctx, caller: Caller, req: proto::ListOrganizationsRequest
     let next_page_token = match rows.last() {
         Some(last) if more => paging::encode(&paging::Cursor {
             q: fingerprint,
-            k: Some(if by_time { last.create_time.to_string() } else { last.name.clone() }),
+            k: Some(if by_time {
+                last.create_time.to_string()
+            } else {
+                last.name.clone()
+            }),
             id: last.id.to_string(),
         }),
         _ => String::new(),
@@ -574,10 +743,21 @@ pub async fn list(ctx: Ctx, caller: Caller, req: proto::ListOrganizationsRequest
     Ok(proto::ListOrganizationsResponse {
         organizations: rows
             .iter()
-            .map(|r| convert::organization(r, u64::try_from(counts.get(&r.id).copied().unwrap_or(0)).unwrap_or(0)))
+            .map(|r| {
+                convert::organization(
+                    r,
+                    u64::try_from(counts.get(&r.id).copied().unwrap_or(0)).unwrap_or(0),
+                )
+            })
             .collect(),
         next_page_token,
     })
+}
+
+/// The sort key of names: lowercased, so "acme" and "Zeta" sort alphabetically on
+/// every backend.
+fn folded_name() -> Expr {
+    Expr::expr(Func::lower(Expr::col(organizations::Column::Name)))
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `\` as the escape character.
@@ -607,9 +787,15 @@ const UPDATABLE: &[&str] = &[
 ];
 
 /// UpdateOrganization.
-pub async fn update(ctx: Ctx, caller: Caller, req: proto::UpdateOrganizationRequest) -> Result<proto::UpdateOrganizationResponse> {
+pub async fn update(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::UpdateOrganizationRequest,
+) -> Result<proto::UpdateOrganizationResponse> {
     let org_in = req.organization.unwrap_or_default();
-    let access = caller.authorize(&ctx.store, "organization.id", &org_in.id).await?;
+    let access = caller
+        .authorize(&ctx.store, "organization.id", &org_in.id)
+        .await?;
     let paths: Vec<String> = req.update_mask.map(|m| m.paths).unwrap_or_default();
     let mut v = Violations::new();
     if paths.is_empty() {
@@ -619,7 +805,13 @@ pub async fn update(ctx: Ctx, caller: Caller, req: proto::UpdateOrganizationRequ
         if path == "slug" {
             v.add("update_mask", "slug is immutable after creation");
         } else if !UPDATABLE.contains(&path.as_str()) {
-            v.add("update_mask", format!("{path:?} cannot be updated; updatable: {}", UPDATABLE.join(", ")));
+            v.add(
+                "update_mask",
+                format!(
+                    "{path:?} cannot be updated; updatable: {}",
+                    UPDATABLE.join(", ")
+                ),
+            );
         }
     }
     v.finish()?;
@@ -639,29 +831,38 @@ pub async fn update(ctx: Ctx, caller: Caller, req: proto::UpdateOrganizationRequ
     .unwrap_or(Currency::Usd);
     let mut row = current.clone().into_active_model();
     let mut changed = serde_json::Map::new();
-    if has("name") {
-        if let Some(name) = v.check("organization.name", text::name(&org_in.name, 100)) {
-            changed.insert("name".into(), json!(name));
-            row.name = Set(name);
-        }
+    if has("name")
+        && let Some(name) = v.check("organization.name", text::name(&org_in.name, 100))
+    {
+        changed.insert("name".into(), json!(name));
+        row.name = Set(name);
     }
-    if has("contact_name") {
-        if let Some(value) = v.check("organization.contact_name", text::bounded(&org_in.contact_name, 200)) {
-            changed.insert("contact_name".into(), json!(value.trim()));
-            row.contact_name = Set(value.trim().to_owned());
-        }
+    if has("contact_name")
+        && let Some(value) = v.check(
+            "organization.contact_name",
+            text::bounded(&org_in.contact_name, 200),
+        )
+    {
+        changed.insert("contact_name".into(), json!(value.trim()));
+        row.contact_name = Set(value.trim().to_owned());
     }
-    if has("contact_email") {
-        if let Some(value) = v.check("organization.contact_email", text::optional_email(&org_in.contact_email)) {
-            changed.insert("contact_email".into(), json!(value));
-            row.contact_email = Set(value);
-        }
+    if has("contact_email")
+        && let Some(value) = v.check(
+            "organization.contact_email",
+            text::optional_email(&org_in.contact_email),
+        )
+    {
+        changed.insert("contact_email".into(), json!(value));
+        row.contact_email = Set(value);
     }
-    if has("description") {
-        if let Some(value) = v.check("organization.description", text::bounded(&org_in.description, 1000)) {
-            changed.insert("description".into(), json!(value));
-            row.description = Set(value.to_owned());
-        }
+    if has("description")
+        && let Some(value) = v.check(
+            "organization.description",
+            text::bounded(&org_in.description, 1000),
+        )
+    {
+        changed.insert("description".into(), json!(value));
+        row.description = Set(value.to_owned());
     }
     if has("currency") {
         changed.insert("currency".into(), json!(currency.code()));
@@ -669,19 +870,29 @@ pub async fn update(ctx: Ctx, caller: Caller, req: proto::UpdateOrganizationRequ
     }
     if has("billing_rate_per_agent") {
         let rate = org_in.billing_rate_per_agent.clone().unwrap_or_default();
-        if let Some(micros) = parse_rate(&mut v, "organization.billing_rate_per_agent", &rate, currency) {
+        if let Some(micros) = parse_rate(
+            &mut v,
+            "organization.billing_rate_per_agent",
+            &rate,
+            currency,
+        ) {
             changed.insert("billing_rate_micros".into(), json!(micros));
             row.billing_rate_micros = Set(micros);
         }
     }
-    if has("plan") {
-        if let Some(plan) = parse_plan(&mut v, "organization.plan", &org_in.plan) {
-            changed.insert("plan".into(), json!(plan));
-            row.plan = Set(plan);
-        }
+    if has("plan")
+        && let Some(plan) = parse_plan(&mut v, "organization.plan", &org_in.plan)
+    {
+        changed.insert("plan".into(), json!(plan));
+        row.plan = Set(plan);
     }
     if has("usage_limits") {
-        let limits = parse_limits(&mut v, "organization.usage_limits", &org_in.usage_limits.clone().unwrap_or_default(), currency);
+        let limits = parse_limits(
+            &mut v,
+            "organization.usage_limits",
+            &org_in.usage_limits.clone().unwrap_or_default(),
+            currency,
+        );
         changed.insert("usage_limits".into(), json!({
             "spend_limit_micros": limits.spend_limit_micros, "max_agents": limits.max_agents,
             "max_phone_numbers": limits.max_phone_numbers, "max_concurrent_calls": limits.max_concurrent_calls,
@@ -692,7 +903,11 @@ pub async fn update(ctx: Ctx, caller: Caller, req: proto::UpdateOrganizationRequ
         row.max_concurrent_calls = Set(limits.max_concurrent_calls);
     }
     if has("billing_alerts") {
-        let alerts = parse_alerts(&mut v, "organization.billing_alerts", &org_in.billing_alerts.clone().unwrap_or_default());
+        let alerts = parse_alerts(
+            &mut v,
+            "organization.billing_alerts",
+            &org_in.billing_alerts.clone().unwrap_or_default(),
+        );
         changed.insert("billing_alerts".into(), json!({
             "thresholds": alerts.thresholds, "emails": alerts.emails, "action": alerts.action.as_str(),
         }));
@@ -701,12 +916,16 @@ pub async fn update(ctx: Ctx, caller: Caller, req: proto::UpdateOrganizationRequ
         row.alert_action = Set(alerts.action.as_str().to_owned());
     }
     v.finish()?;
-    check_etag(&org_in.etag, current.version)?;
     let now = ctx.store.now();
-    row.update_time = Set(now);
-    row.version = Set(current.version + 1);
     let tx = ctx.store.write().await?;
-    let updated = save_versioned(&tx, row, current.id, current.version).await?;
+    // The etag is checked against the row as it is under the lock; without an etag the
+    // update applies on top of whatever concurrent updates committed first. Only the
+    // fields in the mask are written.
+    let locked = live_locked(&tx, &current).await?;
+    check_etag(&org_in.etag, locked.version)?;
+    row.update_time = Set(now);
+    row.version = Set(locked.version + 1);
+    let updated = save_versioned(&tx, row, current.id, locked.version).await?;
     audit(
         &tx,
         &ctx,
@@ -726,6 +945,24 @@ pub async fn update(ctx: Ctx, caller: Caller, req: proto::UpdateOrganizationRequ
     Ok(proto::UpdateOrganizationResponse {
         organization: Some(convert::organization(&updated, count)),
     })
+}
+
+/// Locks an organization's row until commit (PostgreSQL `FOR NO KEY UPDATE`, which
+/// leaves inserts referencing it alone; SQLite has a single writer) and returns it as
+/// it is now.
+pub async fn lock_org(tx: &Tx, id: Uuid) -> Result<Option<organizations::Model>> {
+    Ok(organizations::Entity::find_by_id(id)
+        .lock(LockType::NoKeyUpdate)
+        .one(&**tx)
+        .await?)
+}
+
+/// [`lock_org`] for an organization read earlier, which must still be live.
+async fn live_locked(tx: &Tx, org: &organizations::Model) -> Result<organizations::Model> {
+    lock_org(tx, org.id)
+        .await?
+        .filter(|o| o.delete_time.is_none())
+        .ok_or_else(|| Error::not_found("organization", &ids::encode(IdKind::Organization, org.id)))
 }
 
 /// Writes an organization row only if its version is still `version` (else ABORTED).
@@ -751,7 +988,11 @@ pub async fn save_versioned(
 }
 
 /// DeleteOrganization: soft delete of an organization without agents or tenants.
-pub async fn delete(ctx: Ctx, caller: Caller, req: proto::DeleteOrganizationRequest) -> Result<proto::DeleteOrganizationResponse> {
+pub async fn delete(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::DeleteOrganizationRequest,
+) -> Result<proto::DeleteOrganizationResponse> {
     let principal = caller.principal()?.clone();
     let key = idempotency_key(&principal, "DeleteOrganization", &req.request_id, &req)?;
     if let Some(key) = &key
@@ -759,17 +1000,48 @@ pub async fn delete(ctx: Ctx, caller: Caller, req: proto::DeleteOrganizationRequ
     {
         return Ok(done);
     }
-    let access = caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
-    let org = access.org().clone();
-    if org.kind == OrgKind::Root.as_str() {
-        return Err(Error::precondition("ROOT_ORGANIZATION", "the root organization cannot be deleted"));
+    let result = delete_once(&ctx, &caller, &principal, &req, key.as_ref()).await;
+    // A retry that raced its twin sees the organization already gone (NOT_FOUND) or
+    // changed; the twin's stored result is the answer then.
+    match (result, &key) {
+        (Err(error), Some(key)) => {
+            match crate::storage::idempotency::replay(ctx.store.db(), key).await? {
+                Some(done) => Ok(done),
+                None => Err(error),
+            }
+        }
+        (result, _) => result,
     }
-    check_etag(&req.etag, org.version)?;
+}
+
+async fn delete_once(
+    ctx: &Ctx,
+    caller: &Caller,
+    principal: &crate::auth::Principal,
+    req: &proto::DeleteOrganizationRequest,
+    key: Option<&crate::storage::idempotency::Key>,
+) -> Result<proto::DeleteOrganizationResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    if access.org().kind == OrgKind::Root.as_str() {
+        return Err(Error::precondition(
+            "ROOT_ORGANIZATION",
+            "the root organization cannot be deleted",
+        ));
+    }
     let result = async {
         let tx = ctx.store.write().await?;
-        if let Some(done) = replayed(&tx, key.as_ref()).await? {
+        // Lock before looking for an earlier result: a concurrent twin holding the lock
+        // has committed its result by the time the lock is ours.
+        let locked = lock_org(&tx, access.org().id).await?;
+        if let Some(done) = replayed(&tx, key).await? {
             return Ok(done);
         }
+        let org = locked
+            .filter(|o| o.delete_time.is_none())
+            .ok_or_else(|| Error::not_found("organization", &req.organization_id))?;
+        check_etag(&req.etag, org.version)?;
         let agents_left = agent_count(&*tx, org.id).await?;
         if agents_left > 0 {
             return Err(Error::precondition(
@@ -805,14 +1077,14 @@ pub async fn delete(ctx: Ctx, caller: Caller, req: proto::DeleteOrganizationRequ
             .await?;
         audit(
             &tx,
-            &ctx,
-            &principal,
+            ctx,
+            principal,
             AuditRecord {
                 organization_id: org.id,
                 action: "DeleteOrganization",
                 target_type: "organization",
                 target_id: ids::encode(IdKind::Organization, org.id),
-                request_id: audit_request_id(&caller, key.as_ref()),
+                request_id: audit_request_id(caller, key),
                 summary: json!({ "slug": org.slug, "soft_delete": true }),
             },
         )
@@ -820,14 +1092,18 @@ pub async fn delete(ctx: Ctx, caller: Caller, req: proto::DeleteOrganizationRequ
         let response = proto::DeleteOrganizationResponse {
             organization: Some(convert::organization(&deleted, 0)),
         };
-        commit(&ctx, tx, key.as_ref(), response).await
+        commit(ctx, tx, key, response).await
     }
     .await;
-    settle(&ctx, key.as_ref(), result).await
+    settle(ctx, key, result).await
 }
 
 /// CheckSlugAvailability.
-pub async fn check_slug(ctx: Ctx, _caller: Caller, req: proto::CheckSlugAvailabilityRequest) -> Result<proto::CheckSlugAvailabilityResponse> {
+pub async fn check_slug(
+    ctx: Ctx,
+    _caller: Caller,
+    req: proto::CheckSlugAvailabilityRequest,
+) -> Result<proto::CheckSlugAvailabilityResponse> {
     if req.slug.len() > 200 {
         return Err(Error::invalid("slug", "must be at most 63 characters"));
     }
@@ -835,21 +1111,33 @@ pub async fn check_slug(ctx: Ctx, _caller: Caller, req: proto::CheckSlugAvailabi
         Err(_) => Ok(proto::CheckSlugAvailabilityResponse {
             available: false,
             reason: "INVALID_SLUG".into(),
-            suggestion: free_generated_slug(ctx.store.db(), &Slug::generate(&req.slug)).await?.to_string(),
+            suggestion: free_generated_slug(ctx.store.db(), &Slug::generate(&req.slug))
+                .await?
+                .to_string(),
         }),
         Ok(slug) => {
             let taken = slug_taken(ctx.store.db(), slug.as_str()).await?;
             Ok(proto::CheckSlugAvailabilityResponse {
                 available: !taken,
-                reason: if taken { "SLUG_TAKEN".into() } else { String::new() },
-                suggestion: free_generated_slug(ctx.store.db(), &slug).await?.to_string(),
+                reason: if taken {
+                    "SLUG_TAKEN".into()
+                } else {
+                    String::new()
+                },
+                suggestion: free_generated_slug(ctx.store.db(), &slug)
+                    .await?
+                    .to_string(),
             })
         }
     }
 }
 
 /// CheckOrganizationName.
-pub async fn check_name(ctx: Ctx, _caller: Caller, req: proto::CheckOrganizationNameRequest) -> Result<proto::CheckOrganizationNameResponse> {
+pub async fn check_name(
+    ctx: Ctx,
+    _caller: Caller,
+    req: proto::CheckOrganizationNameRequest,
+) -> Result<proto::CheckOrganizationNameResponse> {
     let name = text::name(&req.name, 100).map_err(|e| Error::invalid("name", e))?;
     let base = Slug::generate(&name);
     let free = free_generated_slug(ctx.store.db(), &base).await?;
@@ -857,7 +1145,11 @@ pub async fn check_name(ctx: Ctx, _caller: Caller, req: proto::CheckOrganization
     Ok(proto::CheckOrganizationNameResponse {
         available,
         suggested_slug: free.to_string(),
-        reason: if available { String::new() } else { "SLUG_TAKEN".into() },
+        reason: if available {
+            String::new()
+        } else {
+            "SLUG_TAKEN".into()
+        },
     })
 }
 
@@ -871,10 +1163,16 @@ async fn set_status(
     notify_owner: bool,
     action: &'static str,
 ) -> Result<(organizations::Model, u64)> {
-    let org = access.org().clone();
-    if org.kind == OrgKind::Root.as_str() {
-        return Err(Error::precondition("ROOT_ORGANIZATION", "the root organization cannot be deactivated"));
+    if access.org().kind == OrgKind::Root.as_str() {
+        return Err(Error::precondition(
+            "ROOT_ORGANIZATION",
+            "the root organization cannot be deactivated",
+        ));
     }
+    let tx = ctx.store.write().await?;
+    // Decided on the row as it is under the lock, so concurrent switches apply one after
+    // the other instead of failing on each other's version.
+    let org = live_locked(&tx, access.org()).await?;
     let status: OrgStatus = org.status.parse().unwrap_or(OrgStatus::Inactive);
     if status == OrgStatus::Cancelled {
         return Err(Error::precondition(
@@ -882,15 +1180,22 @@ async fn set_status(
             "the account is cancelled; reactivate it with ReactivateAccount",
         ));
     }
-    let target = if active { OrgStatus::Active } else { OrgStatus::Inactive };
+    let target = if active {
+        OrgStatus::Active
+    } else {
+        OrgStatus::Inactive
+    };
     if status == target {
         return Ok((org, 0));
     }
     let now = ctx.store.now();
-    let tx = ctx.store.write().await?;
     let mut row = org.clone().into_active_model();
     row.status = Set(target.as_str().to_owned());
-    row.deactivation_reason = Set(if active { String::new() } else { reason.to_owned() });
+    row.deactivation_reason = Set(if active {
+        String::new()
+    } else {
+        reason.to_owned()
+    });
     row.update_time = Set(now);
     row.version = Set(org.version + 1);
     let updated = save_versioned(&tx, row, org.id, org.version).await?;
@@ -898,10 +1203,16 @@ async fn set_status(
     // exactly those and leaves agents suspended for other reasons alone.
     let changed = if active {
         agents::Entity::update_many()
-            .col_expr(agents::Column::Status, Expr::value(AgentStatus::Active.as_str()))
+            .col_expr(
+                agents::Column::Status,
+                Expr::value(AgentStatus::Active.as_str()),
+            )
             .col_expr(agents::Column::SuspendedByOrg, Expr::value(false))
             .col_expr(agents::Column::UpdateTime, Expr::value(now))
-            .col_expr(agents::Column::Version, Expr::col(agents::Column::Version).add(1))
+            .col_expr(
+                agents::Column::Version,
+                Expr::col(agents::Column::Version).add(1),
+            )
             .filter(agents::Column::OrganizationId.eq(org.id))
             .filter(agents::Column::SuspendedByOrg.eq(true))
             .exec(&*tx)
@@ -909,10 +1220,16 @@ async fn set_status(
             .rows_affected
     } else {
         agents::Entity::update_many()
-            .col_expr(agents::Column::Status, Expr::value(AgentStatus::Suspended.as_str()))
+            .col_expr(
+                agents::Column::Status,
+                Expr::value(AgentStatus::Suspended.as_str()),
+            )
             .col_expr(agents::Column::SuspendedByOrg, Expr::value(true))
             .col_expr(agents::Column::UpdateTime, Expr::value(now))
-            .col_expr(agents::Column::Version, Expr::col(agents::Column::Version).add(1))
+            .col_expr(
+                agents::Column::Version,
+                Expr::col(agents::Column::Version).add(1),
+            )
             .filter(agents::Column::OrganizationId.eq(org.id))
             .filter(agents::Column::Status.eq(AgentStatus::Active.as_str()))
             .exec(&*tx)
@@ -943,7 +1260,10 @@ async fn set_status(
 }
 
 async fn org_response(ctx: &Ctx, org: &organizations::Model) -> Result<proto::Organization> {
-    Ok(convert::organization(org, agent_count(ctx.store.db(), org.id).await?))
+    Ok(convert::organization(
+        org,
+        agent_count(ctx.store.db(), org.id).await?,
+    ))
 }
 
 fn reason_of(v: &mut Violations, reason: &str, required: bool) -> String {
@@ -951,38 +1271,84 @@ fn reason_of(v: &mut Violations, reason: &str, required: bool) -> String {
     if required && trimmed.is_empty() {
         v.add("reason", "must not be empty");
     }
-    v.check("reason", text::bounded(trimmed, 500).map(str::to_owned)).unwrap_or_default()
+    v.check("reason", text::bounded(trimmed, 500).map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// SetOrganizationActive.
-pub async fn set_active(ctx: Ctx, caller: Caller, req: proto::SetOrganizationActiveRequest) -> Result<proto::SetOrganizationActiveResponse> {
-    let access = caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
+pub async fn set_active(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::SetOrganizationActiveRequest,
+) -> Result<proto::SetOrganizationActiveResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
     let mut v = Violations::new();
     let reason = reason_of(&mut v, &req.reason, false);
     v.finish()?;
-    let (org, _) = set_status(&ctx, &caller, &access, req.active, &reason, false, "SetOrganizationActive").await?;
+    let (org, _) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        req.active,
+        &reason,
+        false,
+        "SetOrganizationActive",
+    )
+    .await?;
     Ok(proto::SetOrganizationActiveResponse {
         organization: Some(org_response(&ctx, &org).await?),
     })
 }
 
 /// ToggleOrganizationActive.
-pub async fn toggle_active(ctx: Ctx, caller: Caller, req: proto::ToggleOrganizationActiveRequest) -> Result<proto::ToggleOrganizationActiveResponse> {
-    let access = caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
+pub async fn toggle_active(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ToggleOrganizationActiveRequest,
+) -> Result<proto::ToggleOrganizationActiveResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
     let active = access.org().status != OrgStatus::Active.as_str();
-    let (org, _) = set_status(&ctx, &caller, &access, active, "", false, "ToggleOrganizationActive").await?;
+    let (org, _) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        active,
+        "",
+        false,
+        "ToggleOrganizationActive",
+    )
+    .await?;
     Ok(proto::ToggleOrganizationActiveResponse {
         organization: Some(org_response(&ctx, &org).await?),
     })
 }
 
 /// DeactivateOrganization.
-pub async fn deactivate(ctx: Ctx, caller: Caller, req: proto::DeactivateOrganizationRequest) -> Result<proto::DeactivateOrganizationResponse> {
-    let access = caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
+pub async fn deactivate(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::DeactivateOrganizationRequest,
+) -> Result<proto::DeactivateOrganizationResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
     let mut v = Violations::new();
     let reason = reason_of(&mut v, &req.reason, true);
     v.finish()?;
-    let (org, suspended) = set_status(&ctx, &caller, &access, false, &reason, req.notify_owner, "DeactivateOrganization").await?;
+    let (org, suspended) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        false,
+        &reason,
+        req.notify_owner,
+        "DeactivateOrganization",
+    )
+    .await?;
     Ok(proto::DeactivateOrganizationResponse {
         organization: Some(org_response(&ctx, &org).await?),
         suspended_agents: i32::try_from(suspended).unwrap_or(i32::MAX),
@@ -990,9 +1356,24 @@ pub async fn deactivate(ctx: Ctx, caller: Caller, req: proto::DeactivateOrganiza
 }
 
 /// ReactivateOrganization.
-pub async fn reactivate(ctx: Ctx, caller: Caller, req: proto::ReactivateOrganizationRequest) -> Result<proto::ReactivateOrganizationResponse> {
-    let access = caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
-    let (org, restored) = set_status(&ctx, &caller, &access, true, "", false, "ReactivateOrganization").await?;
+pub async fn reactivate(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ReactivateOrganizationRequest,
+) -> Result<proto::ReactivateOrganizationResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let (org, restored) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        true,
+        "",
+        false,
+        "ReactivateOrganization",
+    )
+    .await?;
     Ok(proto::ReactivateOrganizationResponse {
         organization: Some(org_response(&ctx, &org).await?),
         restored_agents: i32::try_from(restored).unwrap_or(i32::MAX),
@@ -1001,8 +1382,14 @@ pub async fn reactivate(ctx: Ctx, caller: Caller, req: proto::ReactivateOrganiza
 
 /// RegenerateApiKey: issues a new key and revokes the previous one in the same
 /// transaction, so the old key stops working at once.
-pub async fn regenerate_api_key(ctx: Ctx, caller: Caller, req: proto::RegenerateApiKeyRequest) -> Result<proto::RegenerateApiKeyResponse> {
-    let access = caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
+pub async fn regenerate_api_key(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::RegenerateApiKeyRequest,
+) -> Result<proto::RegenerateApiKeyResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
     let org_id = access.org().id;
     let key = api_key::generate();
     let now = ctx.store.now();
@@ -1051,20 +1438,43 @@ pub async fn regenerate_api_key(ctx: Ctx, caller: Caller, req: proto::Regenerate
 /// closed signup on, a valid pre-approval (the caller's email, or `signup_code`) is
 /// required; a code issued by an agency places the new tenant under that agency. The
 /// pre-approval's use is consumed in the same transaction.
-pub async fn register(ctx: Ctx, caller: Caller, req: proto::RegisterOrganizationRequest) -> Result<proto::RegisterOrganizationResponse> {
+pub async fn register(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::RegisterOrganizationRequest,
+) -> Result<proto::RegisterOrganizationResponse> {
     let principal = caller.principal()?.clone();
     let crate::auth::Actor::User { sub, email } = &principal.actor else {
-        return Err(Error::PermissionDenied("only a user can register an organization".into()));
+        return Err(Error::PermissionDenied(
+            "only a user can register an organization".into(),
+        ));
     };
     let mut v = Violations::new();
     let name = v.check("name", text::name(&req.name, 100));
-    let explicit_slug = if req.slug.is_empty() { None } else { v.check("slug", Slug::parse(&req.slug)) };
-    let owner_name = v.check("owner_name", text::bounded(req.owner_name.trim(), 200).map(str::to_owned)).unwrap_or_default();
+    let explicit_slug = if req.slug.is_empty() {
+        None
+    } else {
+        v.check("slug", Slug::parse(&req.slug))
+    };
+    let owner_name = v
+        .check(
+            "owner_name",
+            text::bounded(req.owner_name.trim(), 200).map(str::to_owned),
+        )
+        .unwrap_or_default();
     let currency = parse_currency(&mut v, "currency", &req.currency).unwrap_or(Currency::Usd);
-    let code = v.check("signup_code", text::bounded(req.signup_code.trim(), 64).map(str::to_owned)).unwrap_or_default();
+    let code = v
+        .check(
+            "signup_code",
+            text::bounded(req.signup_code.trim(), 64).map(str::to_owned),
+        )
+        .unwrap_or_default();
     v.finish()?;
     let Some(email) = email.as_deref().and_then(|e| text::email(e).ok()) else {
-        return Err(Error::precondition("EMAIL_REQUIRED", "the caller's token carries no valid email claim"));
+        return Err(Error::precondition(
+            "EMAIL_REQUIRED",
+            "the caller's token carries no valid email claim",
+        ));
     };
     let Some(name) = name else {
         return Err(Error::Internal("validated name missing".into()));
@@ -1072,6 +1482,7 @@ pub async fn register(ctx: Ctx, caller: Caller, req: proto::RegisterOrganization
     let key = idempotency_key(&principal, "RegisterOrganization", &req.request_id, &req)?;
     let result = async {
         let tx = ctx.store.write().await?;
+        lock_slug_allocation(&tx).await?;
         if let Some(done) = replayed(&tx, key.as_ref()).await? {
             return Ok(done);
         }
@@ -1086,8 +1497,12 @@ pub async fn register(ctx: Ctx, caller: Caller, req: proto::RegisterOrganization
         let mut parent_id = None;
         if let Some(approval) = &approval {
             crate::service::signups::consume(&tx, approval).await?;
-            let issuer = organizations::Entity::find_by_id(approval.organization_id).one(&*tx).await?;
-            if let Some(issuer) = issuer.filter(|o| o.kind == OrgKind::Agency.as_str() && o.delete_time.is_none()) {
+            let issuer = organizations::Entity::find_by_id(approval.organization_id)
+                .one(&*tx)
+                .await?;
+            if let Some(issuer) =
+                issuer.filter(|o| o.kind == OrgKind::Agency.as_str() && o.delete_time.is_none())
+            {
                 parent_id = Some(issuer.id);
             }
         }
@@ -1164,9 +1579,11 @@ pub async fn register(ctx: Ctx, caller: Caller, req: proto::RegisterOrganization
         commit(&ctx, tx, key.as_ref(), response).await
     }
     .await;
-    settle(&ctx, key.as_ref(), result).await.map_err(|e| match (&explicit_slug, e.is_unique_violation()) {
-        (Some(slug), true) => slug_taken_error(slug.as_str()),
-        _ => e,
+    settle(&ctx, key.as_ref(), result).await.map_err(|e| {
+        match (&explicit_slug, e.is_unique_violation()) {
+            (Some(slug), true) => slug_taken_error(slug.as_str()),
+            _ => e,
+        }
     })
 }
 
@@ -1177,4 +1594,3 @@ pub async fn load(ctx: &Ctx, reference: &str) -> Result<Option<organizations::Mo
         None => Ok(None),
     }
 }
-

@@ -29,7 +29,12 @@ pub struct AuditRecord<'a> {
 }
 
 /// Writes an audit entry inside `tx`.
-pub async fn record(tx: &Tx, principal: &Principal, now: i64, entry: AuditRecord<'_>) -> Result<()> {
+pub async fn record(
+    tx: &Tx,
+    principal: &Principal,
+    now: i64,
+    entry: AuditRecord<'_>,
+) -> Result<()> {
     audit_entries::ActiveModel {
         id: Set(new_id()),
         organization_id: Set(entry.organization_id),

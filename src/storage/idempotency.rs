@@ -63,7 +63,10 @@ impl Key {
 }
 
 /// The stored response for `key`, if the request was already served.
-pub async fn replay<R: Message + Default, C: ConnectionTrait>(db: &C, key: &Key) -> Result<Option<R>> {
+pub async fn replay<R: Message + Default, C: ConnectionTrait>(
+    db: &C,
+    key: &Key,
+) -> Result<Option<R>> {
     let found = idempotency_records::Entity::find()
         .filter(idempotency_records::Column::Scope.eq(key.scope.as_str()))
         .filter(idempotency_records::Column::RequestId.eq(key.request_id.as_str()))
@@ -101,7 +104,11 @@ pub async fn save<R: Message>(tx: &Tx, key: &Key, now: i64, response: &R) -> Res
 
 /// After a failed commit: when a concurrent request with the same key won the race,
 /// returns its stored response; otherwise gives the original error back.
-pub async fn settle<R: Message + Default>(store: &Store, key: Option<&Key>, error: Error) -> Result<R> {
+pub async fn settle<R: Message + Default>(
+    store: &Store,
+    key: Option<&Key>,
+    error: Error,
+) -> Result<R> {
     if let Some(key) = key
         && error.is_unique_violation()
         && let Some(stored) = replay::<R, _>(store.db(), key).await?

@@ -12,8 +12,7 @@ pub mod idempotency;
 use std::{ops::Deref, sync::Arc, time::Duration};
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction,
-    DbBackend, TransactionTrait,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -121,10 +120,7 @@ impl Store {
             None => None,
         };
         let txn = self.db.begin().await?;
-        Ok(Tx {
-            txn,
-            _guard: guard,
-        })
+        Ok(Tx { txn, _guard: guard })
     }
 
     /// Applies every pending migration.

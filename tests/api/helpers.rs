@@ -10,8 +10,10 @@ use tenantry::{
     auth::jwt::{self, MintClaims},
     config::Settings,
     proto::{
-        billing_service_client::BillingServiceClient, organization_service_client::OrganizationServiceClient,
-        subscription_service_client::SubscriptionServiceClient, tenant_transfer_service_client::TenantTransferServiceClient,
+        billing_service_client::BillingServiceClient,
+        organization_service_client::OrganizationServiceClient,
+        subscription_service_client::SubscriptionServiceClient,
+        tenant_transfer_service_client::TenantTransferServiceClient,
     },
     startup::Application,
     storage::Store,
@@ -56,13 +58,17 @@ pub fn postgres_url() -> Option<String> {
 /// Creates a fresh database on the PostgreSQL server at `server_url` and returns its URL.
 pub async fn fresh_postgres_database(server_url: &str) -> String {
     let name = format!("tenantry_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = Database::connect(server_url).await.expect("connect to the PostgreSQL test server");
+    let admin = Database::connect(server_url)
+        .await
+        .expect("connect to the PostgreSQL test server");
     admin
         .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create test database");
     let _ = admin.close().await;
-    let (base, _) = server_url.rsplit_once('/').expect("database URL with a path");
+    let (base, _) = server_url
+        .rsplit_once('/')
+        .expect("database URL with a path");
     format!("{base}/{name}")
 }
 
@@ -85,7 +91,10 @@ impl TestApp {
     }
 
     /// Starts a server with adjusted settings.
-    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("tenantry.db").display()),
@@ -93,7 +102,9 @@ impl TestApp {
         };
         let mut settings = Settings::local(url, SECRET);
         adjust(&mut settings);
-        let app = Application::build(settings).await.expect("build application");
+        let app = Application::build(settings)
+            .await
+            .expect("build application");
         let grpc_port = app.grpc_port();
         let http_port = app.http_port();
         let store = app.store().clone();
@@ -153,7 +164,11 @@ impl TestApp {
             &MintClaims {
                 sub: sub.to_owned(),
                 org: org.to_owned(),
-                roles: if role.is_empty() { vec![] } else { vec![role.to_owned()] },
+                roles: if role.is_empty() {
+                    vec![]
+                } else {
+                    vec![role.to_owned()]
+                },
                 iss: "tenantry".into(),
                 aud: "tenantry".into(),
                 exp: now + 3600,
@@ -186,7 +201,9 @@ impl Drop for TestApp {
 /// Wraps a message with a bearer credential (token or API key).
 pub fn authed<T>(message: T, credential: &str) -> Request<T> {
     let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {credential}").parse().expect("header value");
+    let value: MetadataValue<_> = format!("Bearer {credential}")
+        .parse()
+        .expect("header value");
     request.metadata_mut().insert("authorization", value);
     request
 }
@@ -194,13 +211,18 @@ pub fn authed<T>(message: T, credential: &str) -> Request<T> {
 /// The `ErrorInfo.reason` of a status, if any.
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
-    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
 }
 
 /// The `ErrorInfo.metadata` value for `key`.
 pub fn metadata(status: &tonic::Status, key: &str) -> Option<String> {
     use tonic_types::StatusExt;
-    status.get_details_error_info().and_then(|i| i.metadata.get(key).cloned())
+    status
+        .get_details_error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
 }
 
 /// The fields named by `BadRequest` violations.

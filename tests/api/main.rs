@@ -2,7 +2,17 @@
 //! the same suite on SQLite (always) and PostgreSQL (when `TENANTRY_TEST_DATABASE_URL`
 //! is set; CI always sets it).
 
+mod agents;
+mod audit;
+mod bad_input;
 mod helpers;
+mod idempotency;
+mod members;
 mod migrations;
 mod organizations;
+mod policy_matrix;
+mod profile;
 mod rate_limit;
+mod serving;
+mod signups;
+mod tokens;

@@ -11,7 +11,9 @@ use crate::{
 on_both_backends!(migrations_roll_back_and_reapply_with_one_root);
 
 async fn migrations_roll_back_and_reapply_with_one_root(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let store = app.store.clone();
     let roots = || async {
         organizations::Entity::find()
