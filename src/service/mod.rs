@@ -54,6 +54,24 @@ pub async fn commit<R: Message>(ctx: &Ctx, tx: Tx, key: Option<&Key>, response: 
     Ok(response)
 }
 
+/// Like [`commit`], but stores the response with its secrets removed by `redact`
+/// (secrets are shown once and never kept in clear): a retry gets the redacted copy.
+pub async fn commit_redacted<R: Message + Clone>(
+    ctx: &Ctx,
+    tx: Tx,
+    key: Option<&Key>,
+    response: R,
+    redact: impl FnOnce(&mut R),
+) -> Result<R> {
+    if let Some(key) = key {
+        let mut stored = response.clone();
+        redact(&mut stored);
+        idempotency::save(&tx, key, ctx.store.now(), &stored).await?;
+    }
+    tx.commit().await?;
+    Ok(response)
+}
+
 /// Resolves a failed idempotent write: a concurrent twin that committed first wins and
 /// its response is returned; any other failure passes through.
 pub async fn settle<R: Message + Default>(

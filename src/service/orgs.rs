@@ -29,7 +29,8 @@ use crate::{
     grpc::{Ctx, convert},
     proto,
     service::{
-        agent_count, audit, audit_request_id, check_etag, commit, idempotency_key, replayed, settle,
+        agent_count, audit, audit_request_id, check_etag, commit, commit_redacted, idempotency_key,
+        replayed, settle,
     },
     storage::{
         Tx,
@@ -541,7 +542,12 @@ async fn insert_org(
         },
     )
     .await?;
-    commit(ctx, tx, key, response).await
+    // The invitation token is shown once; a retry gets the response without it (the
+    // owner can be re-invited with InviteMember).
+    commit_redacted(ctx, tx, key, response, |stored| {
+        stored.owner_invitation_token.clear()
+    })
+    .await
 }
 
 /// GetOrganization.

@@ -78,6 +78,7 @@ on_both_backends!(
     concurrent_identical_assigns_move_once,
     repeated_register_and_delete_are_replayed,
     concurrent_identical_registers_and_deletes_write_once,
+    a_replayed_create_never_stores_or_reshows_the_owner_token,
 );
 
 async fn a_repeated_create_returns_the_first_org(backend: Backend) {
@@ -444,5 +445,52 @@ async fn concurrent_identical_registers_and_deletes_write_once(backend: Backend)
         "twins got different answers"
     );
     assert_eq!(audits_of(&app, "DeleteOrganization").await, 1);
+    app.stop().await;
+}
+
+async fn a_replayed_create_never_stores_or_reshows_the_owner_token(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let request = proto::CreateOrganizationRequest {
+        request_id: "create-with-owner".into(),
+        organization: Some(named("Owned Co")),
+        owner: Some(proto::OwnerInvite {
+            email: "jane@owned.example".into(),
+            first_name: "Jane".into(),
+            last_name: "Smith".into(),
+        }),
+    };
+    let mut orgs = app.orgs();
+    let first = orgs
+        .create_organization(authed(request.clone(), &app.root()))
+        .await
+        .expect("create")
+        .into_inner();
+    assert!(first.owner_invitation_token.starts_with("ivt_tok_"));
+    let stored: Vec<idempotency_records::Model> = idempotency_records::Entity::find()
+        .all(app.store.db())
+        .await
+        .expect("records");
+    assert_eq!(stored.len(), 1);
+    let token_bytes = first.owner_invitation_token.as_bytes();
+    assert!(
+        !stored[0]
+            .response
+            .windows(token_bytes.len())
+            .any(|w| w == token_bytes),
+        "the invitation token must not be kept in clear"
+    );
+    let replay = orgs
+        .create_organization(authed(request, &app.root()))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(replay.organization, first.organization);
+    assert_eq!(
+        replay.owner_invitation.map(|i| i.id),
+        first.owner_invitation.map(|i| i.id)
+    );
+    assert!(replay.owner_invitation_token.is_empty());
     app.stop().await;
 }
