@@ -14,7 +14,7 @@ use crate::{
     error::{Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::members::Page,
+    service::paging::Page,
     storage::entities::{audit_entries, organizations},
 };
 

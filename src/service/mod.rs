@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit_log;
 pub mod members;
 pub mod orgs;
+mod paging;
 pub mod profile;
 pub mod signups;
 

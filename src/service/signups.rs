@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::{audit, audit_request_id, commit, idempotency_key, members::Page, replayed, settle},
+    service::{audit, audit_request_id, commit, idempotency_key, paging::Page, replayed, settle},
     storage::{Tx, audit::AuditRecord, entities::pre_approved_signups},
 };
 

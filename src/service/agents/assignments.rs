@@ -1,0 +1,207 @@
+//! Assignment: AssignAgent and UnassignAgent move an agent between organizations with a
+//! clean cut-over; ListAgentAssignments shows the kept history.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
+use serde_json::json;
+
+use crate::{
+    auth::{Caller, OrgAccess},
+    domain::{
+        ids::{self, IdKind},
+        org::AgentStatus,
+    },
+    error::Result,
+    grpc::{Ctx, convert},
+    proto,
+    service::{audit, audit_request_id, commit, idempotency_key, orgs::root_org, replayed, settle},
+    storage::{
+        Tx,
+        audit::AuditRecord,
+        entities::{agent_assignments, agents, organizations},
+    },
+};
+
+use super::{
+    authorize_agent, check_capacity, initial_status, lock_agent, lock_live_org, open_assignment,
+    reload, save_agent,
+};
+
+/// Moves an agent to `target` inside `tx`: ends the current assignment, opens the new
+/// one, clears the custom rate, fits the agent's status to the target, and audits the
+/// move in both organizations. Returns the agent and the target as it is now.
+async fn move_agent(
+    ctx: &Ctx,
+    tx: &Tx,
+    source: &OrgAccess,
+    target: &organizations::Model,
+    agent: &agents::Model,
+    action: &'static str,
+    request_id: &str,
+) -> Result<(agents::Model, organizations::Model)> {
+    // The root organization is always active and unlimited: no lock needed.
+    let target = if target.kind == "ROOT" {
+        target.clone()
+    } else {
+        lock_live_org(tx, target).await?
+    };
+    let target = &target;
+    check_capacity(tx, target).await?;
+    let now = ctx.store.now();
+    agent_assignments::Entity::update_many()
+        .col_expr(agent_assignments::Column::UnassignTime, Expr::value(now))
+        .filter(agent_assignments::Column::AgentId.eq(agent.id))
+        .filter(agent_assignments::Column::UnassignTime.is_null())
+        .exec(&**tx)
+        .await?;
+    open_assignment(tx, agent.id, target.id, now).await?;
+    let manual_suspension =
+        agent.status == AgentStatus::Suspended.as_str() && !agent.suspended_by_org;
+    let (status, by_org) = if manual_suspension {
+        (AgentStatus::Suspended, false)
+    } else {
+        initial_status(target)
+    };
+    let mut row = agent.clone().into_active_model();
+    row.organization_id = Set(target.id);
+    row.status = Set(status.as_str().to_owned());
+    row.suspended_by_org = Set(by_org);
+    row.billing_rate_micros = Set(None);
+    row.update_time = Set(now);
+    row.version = Set(agent.version + 1);
+    let moved = save_agent(tx, row, agent.id, agent.version).await?;
+    let from = ids::encode(IdKind::Organization, source.org().id);
+    let to = ids::encode(IdKind::Organization, target.id);
+    for org_id in [source.org().id, target.id] {
+        audit(
+            tx,
+            ctx,
+            source.principal(),
+            AuditRecord {
+                organization_id: org_id,
+                action,
+                target_type: "agent",
+                target_id: ids::encode(IdKind::Agent, agent.id),
+                request_id,
+                summary: json!({ "from": from, "to": to, "status": status.as_str() }),
+            },
+        )
+        .await?;
+    }
+    Ok((moved, target.clone()))
+}
+
+/// AssignAgent: moves the agent into `organization_id`; the caller needs access to both
+/// the agent's current organization and the target.
+pub async fn assign(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::AssignAgentRequest,
+) -> Result<proto::AssignAgentResponse> {
+    let principal = caller.principal()?.clone();
+    let (agent, source) = authorize_agent(&ctx, &caller, "agent_id", &req.agent_id).await?;
+    let target = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let key = idempotency_key(&principal, "AssignAgent", &req.request_id, &req)?;
+    let previous = ids::encode(IdKind::Organization, source.org().id);
+    let result = async {
+        let tx = ctx.store.write().await?;
+        // Lock before looking for an earlier result: a concurrent twin holding the lock
+        // has committed its result by the time the lock is ours.
+        lock_agent(&tx, &agent).await?;
+        if let Some(done) = replayed(&tx, key.as_ref()).await? {
+            return Ok(done);
+        }
+        let agent = reload(&tx, &agent).await?;
+        let (moved, target_now) = if agent.organization_id == target.org().id {
+            (agent, target.org().clone())
+        } else {
+            let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
+            move_agent(
+                &ctx,
+                &tx,
+                &source,
+                target.org(),
+                &agent,
+                "AssignAgent",
+                &request_id,
+            )
+            .await?
+        };
+        let response = proto::AssignAgentResponse {
+            agent: Some(convert::agent(&moved, &target_now)),
+            previous_organization_id: previous.clone(),
+        };
+        commit(&ctx, tx, key.as_ref(), response).await
+    }
+    .await;
+    settle(&ctx, key.as_ref(), result).await
+}
+
+/// UnassignAgent: returns the agent to the root organization.
+pub async fn unassign(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::UnassignAgentRequest,
+) -> Result<proto::UnassignAgentResponse> {
+    let principal = caller.principal()?.clone();
+    let (agent, source) = authorize_agent(&ctx, &caller, "agent_id", &req.agent_id).await?;
+    let root = root_org(ctx.store.db()).await?;
+    let key = idempotency_key(&principal, "UnassignAgent", &req.request_id, &req)?;
+    let previous = ids::encode(IdKind::Organization, source.org().id);
+    let result = async {
+        let tx = ctx.store.write().await?;
+        // Lock before looking for an earlier result: a concurrent twin holding the lock
+        // has committed its result by the time the lock is ours.
+        lock_agent(&tx, &agent).await?;
+        if let Some(done) = replayed(&tx, key.as_ref()).await? {
+            return Ok(done);
+        }
+        let agent = reload(&tx, &agent).await?;
+        let moved = if agent.organization_id == root.id {
+            agent
+        } else {
+            let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
+            move_agent(
+                &ctx,
+                &tx,
+                &source,
+                &root,
+                &agent,
+                "UnassignAgent",
+                &request_id,
+            )
+            .await?
+            .0
+        };
+        let response = proto::UnassignAgentResponse {
+            agent: Some(convert::agent(&moved, &root)),
+            previous_organization_id: previous.clone(),
+        };
+        commit(&ctx, tx, key.as_ref(), response).await
+    }
+    .await;
+    settle(&ctx, key.as_ref(), result).await
+}
+
+/// ListAgentAssignments: newest first.
+pub async fn list_assignments(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ListAgentAssignmentsRequest,
+) -> Result<proto::ListAgentAssignmentsResponse> {
+    let (agent, _access) = authorize_agent(&ctx, &caller, "agent_id", &req.agent_id).await?;
+    let rows = agent_assignments::Entity::find()
+        .filter(agent_assignments::Column::AgentId.eq(agent.id))
+        .order_by(agent_assignments::Column::AssignTime, Order::Desc)
+        .order_by(agent_assignments::Column::Id, Order::Desc)
+        .limit(500)
+        .all(ctx.store.db())
+        .await?;
+    Ok(proto::ListAgentAssignmentsResponse {
+        assignments: rows.iter().map(convert::assignment).collect(),
+    })
+}

@@ -1,0 +1,216 @@
+//! AcceptInvitation: the calling user joins the invitation's organization, becoming its
+//! owner if the invitation says so.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, ExprTrait,
+    QueryFilter, sea_query::Expr,
+};
+use serde_json::json;
+use tonic::Code;
+
+use crate::{
+    auth::{Actor, Caller, api_key},
+    domain::{
+        ids::{self, IdKind, new_id},
+        org::{InvitationStatus, MemberRole},
+        text,
+    },
+    error::{Error, Result, Violations},
+    grpc::{Ctx, convert},
+    proto,
+    service::audit,
+    storage::{
+        audit::AuditRecord,
+        entities::{invitations, members, organizations},
+    },
+};
+
+use super::{MAX_NAME_LEN, invitations::not_pending, member_exists};
+
+/// Longest token accepted (generated ones are 51 characters).
+const MAX_TOKEN_LEN: usize = 256;
+
+/// AcceptInvitation: the calling user (JWT) joins the invitation's organization. Two
+/// concurrent accepts of one token create one member: the invitation leaves PENDING
+/// with a conditional update, and only the winner inserts.
+pub async fn accept(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::AcceptInvitationRequest,
+) -> Result<proto::AcceptInvitationResponse> {
+    let principal = caller.principal()?.clone();
+    let Actor::User {
+        sub,
+        email: claimed,
+    } = &principal.actor
+    else {
+        return Err(Error::PermissionDenied(
+            "only a user can accept an invitation".into(),
+        ));
+    };
+    let mut v = Violations::new();
+    let token = req.token.trim();
+    if token.is_empty() {
+        v.add("token", "must not be empty");
+    } else if token.len() > MAX_TOKEN_LEN {
+        v.add(
+            "token",
+            format!("must be at most {MAX_TOKEN_LEN} characters"),
+        );
+    }
+    let name = v
+        .check(
+            "name",
+            text::bounded(req.name.trim(), MAX_NAME_LEN).map(str::to_owned),
+        )
+        .unwrap_or_default();
+    v.finish()?;
+    let not_found = || {
+        Error::rejected(
+            Code::NotFound,
+            "INVITATION_NOT_FOUND",
+            "no invitation has this token",
+        )
+    };
+    let invitation = invitations::Entity::find()
+        .filter(invitations::Column::TokenHash.eq(api_key::hash(token)))
+        .one(ctx.store.db())
+        .await?
+        .ok_or_else(not_found)?;
+    if let Some(claimed) = claimed
+        && claimed.trim().to_lowercase() != invitation.email
+    {
+        return Err(Error::PermissionDenied(
+            "the invitation was sent to another email address".into(),
+        ));
+    }
+    let now = ctx.store.now();
+    if let Some(refusal) = not_pending(&invitation, now) {
+        return Err(refusal);
+    }
+    let name = if name.is_empty() {
+        invitation.name.clone()
+    } else {
+        name
+    };
+    let role: MemberRole = invitation.role.parse().unwrap_or(MemberRole::Member);
+    let tx = ctx.store.write().await?;
+    let org = organizations::Entity::find_by_id(invitation.organization_id)
+        .filter(organizations::Column::DeleteTime.is_null())
+        .one(&*tx)
+        .await?
+        .ok_or_else(not_found)?;
+    let taken = invitations::Entity::update_many()
+        .col_expr(
+            invitations::Column::Status,
+            Expr::value(InvitationStatus::Accepted.as_str()),
+        )
+        .col_expr(invitations::Column::AcceptTime, Expr::value(now))
+        .filter(invitations::Column::Id.eq(invitation.id))
+        .filter(invitations::Column::Status.eq(InvitationStatus::Pending.as_str()))
+        .filter(invitations::Column::ExpireTime.gt(now))
+        .exec(&*tx)
+        .await?
+        .rows_affected;
+    if taken != 1 {
+        let current = invitations::Entity::find_by_id(invitation.id)
+            .one(&*tx)
+            .await?;
+        return Err(current
+            .and_then(|c| not_pending(&c, now))
+            .unwrap_or_else(|| {
+                Error::precondition(
+                    "INVITATION_ALREADY_ACCEPTED",
+                    "the invitation was already accepted",
+                )
+            }));
+    }
+    let already = members::Entity::find()
+        .filter(members::Column::OrganizationId.eq(org.id))
+        .filter(
+            Condition::any()
+                .add(members::Column::Email.eq(invitation.email.as_str()))
+                .add(members::Column::UserId.eq(sub.as_str())),
+        )
+        .one(&*tx)
+        .await?;
+    if already.is_some() {
+        return Err(member_exists(&invitation.email));
+    }
+    if invitation.is_owner {
+        // One owner per organization: the invitation names the new one.
+        members::Entity::update_many()
+            .col_expr(members::Column::IsOwner, Expr::value(false))
+            .col_expr(members::Column::UpdateTime, Expr::value(now))
+            .col_expr(
+                members::Column::Version,
+                Expr::col(members::Column::Version).add(1),
+            )
+            .filter(members::Column::OrganizationId.eq(org.id))
+            .filter(members::Column::IsOwner.eq(true))
+            .exec(&*tx)
+            .await?;
+        organizations::Entity::update_many()
+            .col_expr(
+                organizations::Column::OwnerUserId,
+                Expr::value(sub.as_str()),
+            )
+            .col_expr(
+                organizations::Column::OwnerEmail,
+                Expr::value(invitation.email.as_str()),
+            )
+            .col_expr(organizations::Column::OwnerName, Expr::value(name.as_str()))
+            .col_expr(organizations::Column::UpdateTime, Expr::value(now))
+            .col_expr(
+                organizations::Column::Version,
+                Expr::col(organizations::Column::Version).add(1),
+            )
+            .filter(organizations::Column::Id.eq(org.id))
+            .exec(&*tx)
+            .await?;
+    }
+    let id = new_id();
+    let member = members::ActiveModel {
+        id: Set(id),
+        organization_id: Set(org.id),
+        user_id: Set(sub.clone()),
+        email: Set(invitation.email.clone()),
+        name: Set(name),
+        role: Set(role.as_str().to_owned()),
+        is_owner: Set(invitation.is_owner),
+        create_time: Set(now),
+        update_time: Set(now),
+        version: Set(1),
+    }
+    .insert(&*tx)
+    .await
+    .map_err(|e| {
+        let e = Error::from(e);
+        if e.is_unique_violation() {
+            member_exists(&invitation.email)
+        } else {
+            e
+        }
+    })?;
+    audit(
+        &tx,
+        &ctx,
+        &principal,
+        AuditRecord {
+            organization_id: org.id,
+            action: "AcceptInvitation",
+            target_type: "member",
+            target_id: ids::encode(IdKind::Member, id),
+            request_id: &caller.trace_id,
+            summary: json!({
+                "invitation_id": ids::encode(IdKind::Invitation, invitation.id),
+                "email": invitation.email, "role": role.as_str(), "owner": invitation.is_owner,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(proto::AcceptInvitationResponse {
+        member: Some(convert::member(&member)),
+    })
+}

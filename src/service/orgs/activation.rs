@@ -1,0 +1,254 @@
+//! Activation: SetOrganizationActive, ToggleOrganizationActive, DeactivateOrganization
+//! and ReactivateOrganization, which suspend and restore the organization's agents.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, IntoActiveModel, QueryFilter,
+    sea_query::Expr,
+};
+use serde_json::json;
+
+use crate::{
+    auth::{Caller, OrgAccess},
+    domain::{
+        ids::{self, IdKind},
+        org::{AgentStatus, OrgKind, OrgStatus},
+        text,
+    },
+    error::{Error, Result, Violations},
+    grpc::{Ctx, convert},
+    proto,
+    service::{agent_count, audit},
+    storage::{
+        audit::AuditRecord,
+        entities::{agents, organizations},
+    },
+};
+
+use super::{live_locked, save_versioned};
+
+/// Activates or deactivates an organization; returns the row and the agents changed.
+async fn set_status(
+    ctx: &Ctx,
+    caller: &Caller,
+    access: &OrgAccess,
+    active: bool,
+    reason: &str,
+    notify_owner: bool,
+    action: &'static str,
+) -> Result<(organizations::Model, u64)> {
+    if access.org().kind == OrgKind::Root.as_str() {
+        return Err(Error::precondition(
+            "ROOT_ORGANIZATION",
+            "the root organization cannot be deactivated",
+        ));
+    }
+    let tx = ctx.store.write().await?;
+    // Decided on the row as it is under the lock, so concurrent switches apply one after
+    // the other instead of failing on each other's version.
+    let org = live_locked(&tx, access.org()).await?;
+    let status: OrgStatus = org.status.parse().unwrap_or(OrgStatus::Inactive);
+    if status == OrgStatus::Cancelled {
+        return Err(Error::precondition(
+            "ACCOUNT_CANCELLED",
+            "the account is cancelled; reactivate it with ReactivateAccount",
+        ));
+    }
+    let target = if active {
+        OrgStatus::Active
+    } else {
+        OrgStatus::Inactive
+    };
+    if status == target {
+        return Ok((org, 0));
+    }
+    let now = ctx.store.now();
+    let mut row = org.clone().into_active_model();
+    row.status = Set(target.as_str().to_owned());
+    row.deactivation_reason = Set(if active {
+        String::new()
+    } else {
+        reason.to_owned()
+    });
+    row.update_time = Set(now);
+    row.version = Set(org.version + 1);
+    let updated = save_versioned(&tx, row, org.id, org.version).await?;
+    // Deactivation suspends the active agents and marks them, so reactivation restores
+    // exactly those and leaves agents suspended for other reasons alone.
+    let changed = if active {
+        agents::Entity::update_many()
+            .col_expr(
+                agents::Column::Status,
+                Expr::value(AgentStatus::Active.as_str()),
+            )
+            .col_expr(agents::Column::SuspendedByOrg, Expr::value(false))
+            .col_expr(agents::Column::UpdateTime, Expr::value(now))
+            .col_expr(
+                agents::Column::Version,
+                Expr::col(agents::Column::Version).add(1),
+            )
+            .filter(agents::Column::OrganizationId.eq(org.id))
+            .filter(agents::Column::SuspendedByOrg.eq(true))
+            .exec(&*tx)
+            .await?
+            .rows_affected
+    } else {
+        agents::Entity::update_many()
+            .col_expr(
+                agents::Column::Status,
+                Expr::value(AgentStatus::Suspended.as_str()),
+            )
+            .col_expr(agents::Column::SuspendedByOrg, Expr::value(true))
+            .col_expr(agents::Column::UpdateTime, Expr::value(now))
+            .col_expr(
+                agents::Column::Version,
+                Expr::col(agents::Column::Version).add(1),
+            )
+            .filter(agents::Column::OrganizationId.eq(org.id))
+            .filter(agents::Column::Status.eq(AgentStatus::Active.as_str()))
+            .exec(&*tx)
+            .await?
+            .rows_affected
+    };
+    audit(
+        &tx,
+        ctx,
+        access.principal(),
+        AuditRecord {
+            organization_id: org.id,
+            action,
+            target_type: "organization",
+            target_id: ids::encode(IdKind::Organization, org.id),
+            request_id: &caller.trace_id,
+            summary: json!({
+                "status": target.as_str(),
+                "reason": reason,
+                "notify_owner": notify_owner,
+                if active { "restored_agents" } else { "suspended_agents" }: changed,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((updated, changed))
+}
+
+async fn org_response(ctx: &Ctx, org: &organizations::Model) -> Result<proto::Organization> {
+    Ok(convert::organization(
+        org,
+        agent_count(ctx.store.db(), org.id).await?,
+    ))
+}
+
+fn reason_of(v: &mut Violations, reason: &str, required: bool) -> String {
+    let trimmed = reason.trim();
+    if required && trimmed.is_empty() {
+        v.add("reason", "must not be empty");
+    }
+    v.check("reason", text::bounded(trimmed, 500).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// SetOrganizationActive.
+pub async fn set_active(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::SetOrganizationActiveRequest,
+) -> Result<proto::SetOrganizationActiveResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let mut v = Violations::new();
+    let reason = reason_of(&mut v, &req.reason, false);
+    v.finish()?;
+    let (org, _) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        req.active,
+        &reason,
+        false,
+        "SetOrganizationActive",
+    )
+    .await?;
+    Ok(proto::SetOrganizationActiveResponse {
+        organization: Some(org_response(&ctx, &org).await?),
+    })
+}
+
+/// ToggleOrganizationActive.
+pub async fn toggle_active(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ToggleOrganizationActiveRequest,
+) -> Result<proto::ToggleOrganizationActiveResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let active = access.org().status != OrgStatus::Active.as_str();
+    let (org, _) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        active,
+        "",
+        false,
+        "ToggleOrganizationActive",
+    )
+    .await?;
+    Ok(proto::ToggleOrganizationActiveResponse {
+        organization: Some(org_response(&ctx, &org).await?),
+    })
+}
+
+/// DeactivateOrganization.
+pub async fn deactivate(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::DeactivateOrganizationRequest,
+) -> Result<proto::DeactivateOrganizationResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let mut v = Violations::new();
+    let reason = reason_of(&mut v, &req.reason, true);
+    v.finish()?;
+    let (org, suspended) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        false,
+        &reason,
+        req.notify_owner,
+        "DeactivateOrganization",
+    )
+    .await?;
+    Ok(proto::DeactivateOrganizationResponse {
+        organization: Some(org_response(&ctx, &org).await?),
+        suspended_agents: i32::try_from(suspended).unwrap_or(i32::MAX),
+    })
+}
+
+/// ReactivateOrganization.
+pub async fn reactivate(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ReactivateOrganizationRequest,
+) -> Result<proto::ReactivateOrganizationResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let (org, restored) = set_status(
+        &ctx,
+        &caller,
+        &access,
+        true,
+        "",
+        false,
+        "ReactivateOrganization",
+    )
+    .await?;
+    Ok(proto::ReactivateOrganizationResponse {
+        organization: Some(org_response(&ctx, &org).await?),
+        restored_agents: i32::try_from(restored).unwrap_or(i32::MAX),
+    })
+}

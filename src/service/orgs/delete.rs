@@ -1,0 +1,138 @@
+//! DeleteOrganization: soft delete of an organization without agents or tenants,
+//! revoking its API keys, idempotent across concurrent retries.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, sea_query::Expr,
+};
+use serde_json::json;
+
+use crate::{
+    auth::Caller,
+    domain::{
+        ids::{self, IdKind},
+        org::OrgKind,
+    },
+    error::{Error, Result},
+    grpc::{Ctx, convert},
+    proto,
+    service::{
+        agent_count, audit, audit_request_id, check_etag, commit, idempotency_key, replayed, settle,
+    },
+    storage::{
+        audit::AuditRecord,
+        entities::{api_keys, organizations},
+    },
+};
+
+use super::{lock_org, save_versioned};
+
+/// DeleteOrganization: soft delete of an organization without agents or tenants.
+pub async fn delete(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::DeleteOrganizationRequest,
+) -> Result<proto::DeleteOrganizationResponse> {
+    let principal = caller.principal()?.clone();
+    let key = idempotency_key(&principal, "DeleteOrganization", &req.request_id, &req)?;
+    if let Some(key) = &key
+        && let Some(done) = crate::storage::idempotency::replay(ctx.store.db(), key).await?
+    {
+        return Ok(done);
+    }
+    let result = delete_once(&ctx, &caller, &principal, &req, key.as_ref()).await;
+    // A retry that raced its twin sees the organization already gone (NOT_FOUND) or
+    // changed; the twin's stored result is the answer then.
+    match (result, &key) {
+        (Err(error), Some(key)) => {
+            match crate::storage::idempotency::replay(ctx.store.db(), key).await? {
+                Some(done) => Ok(done),
+                None => Err(error),
+            }
+        }
+        (result, _) => result,
+    }
+}
+
+async fn delete_once(
+    ctx: &Ctx,
+    caller: &Caller,
+    principal: &crate::auth::Principal,
+    req: &proto::DeleteOrganizationRequest,
+    key: Option<&crate::storage::idempotency::Key>,
+) -> Result<proto::DeleteOrganizationResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    if access.org().kind == OrgKind::Root.as_str() {
+        return Err(Error::precondition(
+            "ROOT_ORGANIZATION",
+            "the root organization cannot be deleted",
+        ));
+    }
+    let result = async {
+        let tx = ctx.store.write().await?;
+        // Lock before looking for an earlier result: a concurrent twin holding the lock
+        // has committed its result by the time the lock is ours.
+        let locked = lock_org(&tx, access.org().id).await?;
+        if let Some(done) = replayed(&tx, key).await? {
+            return Ok(done);
+        }
+        let org = locked
+            .filter(|o| o.delete_time.is_none())
+            .ok_or_else(|| Error::not_found("organization", &req.organization_id))?;
+        check_etag(&req.etag, org.version)?;
+        let agents_left = agent_count(&*tx, org.id).await?;
+        if agents_left > 0 {
+            return Err(Error::precondition(
+                "ORG_HAS_AGENTS",
+                format!("the organization has {agents_left} assigned agents; unassign them first"),
+            )
+            .with("agent_count", agents_left));
+        }
+        let tenants = organizations::Entity::find()
+            .filter(organizations::Column::ParentId.eq(org.id))
+            .filter(organizations::Column::DeleteTime.is_null())
+            .all(&*tx)
+            .await?
+            .len();
+        if tenants > 0 {
+            return Err(Error::precondition(
+                "ORG_HAS_TENANTS",
+                format!("the agency has {tenants} tenants; move or delete them first"),
+            )
+            .with("tenant_count", tenants));
+        }
+        let now = ctx.store.now();
+        let mut row = org.clone().into_active_model();
+        row.delete_time = Set(Some(now));
+        row.update_time = Set(now);
+        row.version = Set(org.version + 1);
+        let deleted = save_versioned(&tx, row, org.id, org.version).await?;
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokeTime, Expr::value(now))
+            .filter(api_keys::Column::OrganizationId.eq(org.id))
+            .filter(api_keys::Column::RevokeTime.is_null())
+            .exec(&*tx)
+            .await?;
+        audit(
+            &tx,
+            ctx,
+            principal,
+            AuditRecord {
+                organization_id: org.id,
+                action: "DeleteOrganization",
+                target_type: "organization",
+                target_id: ids::encode(IdKind::Organization, org.id),
+                request_id: audit_request_id(caller, key),
+                summary: json!({ "slug": org.slug, "soft_delete": true }),
+            },
+        )
+        .await?;
+        let response = proto::DeleteOrganizationResponse {
+            organization: Some(convert::organization(&deleted, 0)),
+        };
+        commit(ctx, tx, key, response).await
+    }
+    .await;
+    settle(ctx, key, result).await
+}

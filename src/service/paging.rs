@@ -1,0 +1,66 @@
+//! Keyset paging of lists ordered by id: page size and position parsed from a request,
+//! and the next page's token.
+
+use uuid::Uuid;
+
+use crate::{domain::paging, error::Violations};
+
+/// Page size and keyset position of a list ordered by id, parsed from a request.
+pub(crate) struct Page {
+    /// Rows per page.
+    pub size: u64,
+    /// Id of the last row of the previous page.
+    pub after: Option<Uuid>,
+    fingerprint: String,
+}
+
+impl Page {
+    /// Parses `page_size` and `page_token` of a query described by `query`, recording
+    /// bad values in `v`.
+    pub(crate) fn parse(
+        v: &mut Violations,
+        page_size: i32,
+        page_token: &str,
+        query: &[&str],
+    ) -> Page {
+        let size = v
+            .check("page_size", paging::page_size(page_size))
+            .unwrap_or(paging::DEFAULT_PAGE_SIZE);
+        let fingerprint = paging::fingerprint(query);
+        let cursor = v
+            .check("page_token", paging::decode(page_token, &fingerprint))
+            .flatten();
+        let after = cursor.and_then(|c| match Uuid::parse_str(&c.id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                v.add("page_token", "is not a page token issued by this service");
+                None
+            }
+        });
+        Page {
+            size,
+            after,
+            fingerprint,
+        }
+    }
+
+    /// Rows to fetch: one more than a page, to learn whether another page follows.
+    pub(crate) fn limit(&self) -> u64 {
+        self.size + 1
+    }
+
+    /// Cuts `rows` (fetched with [`Page::limit`]) to the page; returns the next token.
+    pub(crate) fn finish<T>(&self, rows: &mut Vec<T>, id: impl Fn(&T) -> Uuid) -> String {
+        let size = usize::try_from(self.size).unwrap_or(usize::MAX);
+        let more = rows.len() > size;
+        rows.truncate(size);
+        match rows.last() {
+            Some(last) if more => paging::encode(&paging::Cursor {
+                q: self.fingerprint.clone(),
+                k: None,
+                id: id(last).to_string(),
+            }),
+            _ => String::new(),
+        }
+    }
+}
