@@ -118,12 +118,15 @@ pub async fn settle<R: Message + Default>(
     Err(error)
 }
 
-/// Deletes records older than the retention period.
+/// Deletes records older than the retention period (through the write path, so on
+/// SQLite it takes the single-writer lock like every other write).
 pub async fn purge(store: &Store) -> Result<u64> {
     let cutoff = store.now() - RETENTION_MICROS;
+    let tx = store.write().await?;
     let result = idempotency_records::Entity::delete_many()
         .filter(idempotency_records::Column::CreateTime.lt(cutoff))
-        .exec(store.db())
+        .exec(&*tx)
         .await?;
+    tx.commit().await?;
     Ok(result.rows_affected)
 }

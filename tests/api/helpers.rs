@@ -57,6 +57,11 @@ pub fn postgres_url() -> Option<String> {
 
 /// Creates a fresh database on the PostgreSQL server at `server_url` and returns its URL.
 pub async fn fresh_postgres_database(server_url: &str) -> String {
+    fresh_postgres_database_named(server_url).await.0
+}
+
+/// Like [`fresh_postgres_database`], also returning the database's name.
+pub async fn fresh_postgres_database_named(server_url: &str) -> (String, String) {
     let name = format!("tenantry_test_{}", uuid::Uuid::now_v7().simple());
     let admin = Database::connect(server_url)
         .await
@@ -69,7 +74,17 @@ pub async fn fresh_postgres_database(server_url: &str) -> String {
     let (base, _) = server_url
         .rsplit_once('/')
         .expect("database URL with a path");
-    format!("{base}/{name}")
+    (format!("{base}/{name}"), name)
+}
+
+/// Drops a test database (best effort; `.ci/run` also clears leftovers).
+pub async fn drop_postgres_database(server_url: &str, name: &str) {
+    if let Ok(admin) = Database::connect(server_url).await {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+        let _ = admin.close().await;
+    }
 }
 
 /// A running tenantry for one test.
@@ -81,6 +96,8 @@ pub struct TestApp {
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// PostgreSQL server URL and database name, dropped by `stop`.
+    postgres: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -96,9 +113,16 @@ impl TestApp {
         adjust: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("tenantry.db").display()),
-            Backend::Postgres => fresh_postgres_database(&postgres_url()?).await,
+        let (url, postgres) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("tenantry.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let server = postgres_url()?;
+                let (url, name) = fresh_postgres_database_named(&server).await;
+                (url, Some((server, name)))
+            }
         };
         let mut settings = Settings::local(url, SECRET);
         adjust(&mut settings);
@@ -126,6 +150,7 @@ impl TestApp {
             channel,
             shutdown: Some(tx),
             server: Some(server),
+            postgres,
             _dir: dir,
         })
     }
@@ -137,6 +162,9 @@ impl TestApp {
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
+        }
+        if let Some((server_url, name)) = self.postgres.take() {
+            drop_postgres_database(&server_url, &name).await;
         }
     }
 
