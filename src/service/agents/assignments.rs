@@ -21,6 +21,7 @@ use crate::{
         Tx,
         audit::AuditRecord,
         entities::{agent_assignments, agents, organizations},
+        idempotency::Key,
     },
 };
 
@@ -93,6 +94,57 @@ async fn move_agent(
     Ok((moved, target.clone()))
 }
 
+/// What one assignment call moves: the agent, from where, to where, as which RPC.
+struct Relocation<'a> {
+    ctx: &'a Ctx,
+    caller: &'a Caller,
+    key: Option<&'a Key>,
+    agent: agents::Model,
+    source: OrgAccess,
+    target: organizations::Model,
+    action: &'static str,
+}
+
+impl Relocation<'_> {
+    /// Runs the move idempotently: locks the agent, replays an earlier identical request,
+    /// moves unless the agent is already in the target, and commits the response built
+    /// by `respond` from the agent and its organization as they end up.
+    async fn run<R: prost::Message + Default>(
+        self,
+        respond: impl FnOnce(&agents::Model, &organizations::Model) -> R,
+    ) -> Result<R> {
+        let Relocation {
+            ctx,
+            caller,
+            key,
+            agent,
+            source,
+            target,
+            action,
+        } = self;
+        let result = async {
+            let tx = ctx.store.write().await?;
+            // Lock before looking for an earlier result: a concurrent twin holding the
+            // lock has committed its result by the time the lock is ours.
+            lock_agent(&tx, &agent).await?;
+            if let Some(done) = replayed(&tx, key).await? {
+                return Ok(done);
+            }
+            let agent = reload(&tx, &agent).await?;
+            let (moved, target_now) = if agent.organization_id == target.id {
+                (agent, target)
+            } else {
+                let request_id = audit_request_id(caller, key).to_owned();
+                move_agent(ctx, &tx, &source, &target, &agent, action, &request_id).await?
+            };
+            let response = respond(&moved, &target_now);
+            commit(ctx, tx, key, response).await
+        }
+        .await;
+        settle(ctx, key, result).await
+    }
+}
+
 /// AssignAgent: moves the agent into `organization_id`; the caller needs access to both
 /// the agent's current organization and the target.
 pub async fn assign(
@@ -107,38 +159,20 @@ pub async fn assign(
         .await?;
     let key = idempotency_key(&principal, "AssignAgent", &req.request_id, &req)?;
     let previous = ids::encode(IdKind::Organization, source.org().id);
-    let result = async {
-        let tx = ctx.store.write().await?;
-        // Lock before looking for an earlier result: a concurrent twin holding the lock
-        // has committed its result by the time the lock is ours.
-        lock_agent(&tx, &agent).await?;
-        if let Some(done) = replayed(&tx, key.as_ref()).await? {
-            return Ok(done);
-        }
-        let agent = reload(&tx, &agent).await?;
-        let (moved, target_now) = if agent.organization_id == target.org().id {
-            (agent, target.org().clone())
-        } else {
-            let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
-            move_agent(
-                &ctx,
-                &tx,
-                &source,
-                target.org(),
-                &agent,
-                "AssignAgent",
-                &request_id,
-            )
-            .await?
-        };
-        let response = proto::AssignAgentResponse {
-            agent: Some(convert::agent(&moved, &target_now)),
-            previous_organization_id: previous.clone(),
-        };
-        commit(&ctx, tx, key.as_ref(), response).await
+    Relocation {
+        ctx: &ctx,
+        caller: &caller,
+        key: key.as_ref(),
+        agent,
+        source,
+        target: target.org().clone(),
+        action: "AssignAgent",
     }
-    .await;
-    settle(&ctx, key.as_ref(), result).await
+    .run(|moved, org| proto::AssignAgentResponse {
+        agent: Some(convert::agent(moved, org)),
+        previous_organization_id: previous,
+    })
+    .await
 }
 
 /// UnassignAgent: returns the agent to the root organization.
@@ -152,39 +186,20 @@ pub async fn unassign(
     let root = root_org(ctx.store.db()).await?;
     let key = idempotency_key(&principal, "UnassignAgent", &req.request_id, &req)?;
     let previous = ids::encode(IdKind::Organization, source.org().id);
-    let result = async {
-        let tx = ctx.store.write().await?;
-        // Lock before looking for an earlier result: a concurrent twin holding the lock
-        // has committed its result by the time the lock is ours.
-        lock_agent(&tx, &agent).await?;
-        if let Some(done) = replayed(&tx, key.as_ref()).await? {
-            return Ok(done);
-        }
-        let agent = reload(&tx, &agent).await?;
-        let moved = if agent.organization_id == root.id {
-            agent
-        } else {
-            let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
-            move_agent(
-                &ctx,
-                &tx,
-                &source,
-                &root,
-                &agent,
-                "UnassignAgent",
-                &request_id,
-            )
-            .await?
-            .0
-        };
-        let response = proto::UnassignAgentResponse {
-            agent: Some(convert::agent(&moved, &root)),
-            previous_organization_id: previous.clone(),
-        };
-        commit(&ctx, tx, key.as_ref(), response).await
+    Relocation {
+        ctx: &ctx,
+        caller: &caller,
+        key: key.as_ref(),
+        agent,
+        source,
+        target: root,
+        action: "UnassignAgent",
     }
-    .await;
-    settle(&ctx, key.as_ref(), result).await
+    .run(|moved, org| proto::UnassignAgentResponse {
+        agent: Some(convert::agent(moved, org)),
+        previous_organization_id: previous,
+    })
+    .await
 }
 
 /// ListAgentAssignments: newest first.
