@@ -25,9 +25,11 @@ use crate::{
     },
 };
 
+use crate::service::orgs::lock_live;
+
 use super::{
-    authorize_agent, check_capacity, initial_status, lock_agent, lock_live_org, open_assignment,
-    reload, save_agent,
+    authorize_agent, check_capacity, initial_status, lock_agent, open_assignment, reload,
+    save_agent,
 };
 
 /// Moves an agent to `target` inside `tx`: ends the current assignment, opens the new
@@ -46,7 +48,7 @@ async fn move_agent(
     let target = if target.kind == "ROOT" {
         target.clone()
     } else {
-        lock_live_org(tx, target).await?
+        lock_live(tx, target).await?
     };
     let target = &target;
     check_capacity(tx, target).await?;

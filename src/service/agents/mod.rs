@@ -36,7 +36,6 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::orgs::lock_org,
     storage::{
         Tx,
         entities::{agent_assignments, agents, organizations},
@@ -115,15 +114,6 @@ async fn check_capacity(tx: &Tx, org: &organizations::Model) -> Result<()> {
         .with("limit", org.max_agents));
     }
     Ok(())
-}
-
-/// Locks a live organization's row until commit and returns it as it is now (its status
-/// and limits may have changed since authorization).
-async fn lock_live_org(tx: &Tx, org: &organizations::Model) -> Result<organizations::Model> {
-    lock_org(tx, org.id)
-        .await?
-        .filter(|o| o.delete_time.is_none())
-        .ok_or_else(|| Error::not_found("organization", &ids::encode(IdKind::Organization, org.id)))
 }
 
 fn initial_status(org: &organizations::Model) -> (AgentStatus, bool) {

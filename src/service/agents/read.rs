@@ -1,14 +1,13 @@
 //! GetAgent and ListAgents.
 
+use crate::service::paging::Page;
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
-use uuid::Uuid;
 
 use crate::{
     auth::Caller,
     domain::{
         filter::{self, Op},
         org::AgentStatus,
-        paging,
     },
     error::{Result, Violations},
     grpc::{Ctx, convert},
@@ -42,16 +41,15 @@ pub async fn list(
         .authorize(&ctx.store, "organization_id", &req.organization_id)
         .await?;
     let mut v = Violations::new();
-    let size = v
-        .check("page_size", paging::page_size(req.page_size))
-        .unwrap_or(paging::DEFAULT_PAGE_SIZE);
     let terms = v
         .check("filter", filter::parse(&req.filter, AGENT_FILTER))
         .unwrap_or_default();
-    let fingerprint = paging::fingerprint(&[&req.organization_id, &req.filter]);
-    let cursor = v
-        .check("page_token", paging::decode(&req.page_token, &fingerprint))
-        .flatten();
+    let page = Page::parse(
+        &mut v,
+        req.page_size,
+        &req.page_token,
+        &[&access.org().id.to_string(), "agents", &req.filter],
+    );
     let mut query =
         agents::Entity::find().filter(agents::Column::OrganizationId.eq(access.org().id));
     for term in &terms {
@@ -60,28 +58,16 @@ pub async fn list(
             Err(_) => v.add("filter", "status must be ACTIVE or SUSPENDED"),
         }
     }
-    if let Some(cursor) = &cursor {
-        match Uuid::parse_str(&cursor.id) {
-            Ok(last) => query = query.filter(agents::Column::Id.gt(last)),
-            Err(_) => v.add("page_token", "is not a page token issued by this service"),
-        }
-    }
     v.finish()?;
+    if let Some(after) = page.after {
+        query = query.filter(agents::Column::Id.gt(after));
+    }
     let mut rows = query
         .order_by(agents::Column::Id, Order::Asc)
-        .limit(size + 1)
+        .limit(page.limit())
         .all(ctx.store.db())
         .await?;
-    let more = rows.len() as u64 > size;
-    rows.truncate(size as usize);
-    let next_page_token = match rows.last() {
-        Some(last) if more => paging::encode(&paging::Cursor {
-            q: fingerprint,
-            k: None,
-            id: last.id.to_string(),
-        }),
-        _ => String::new(),
-    };
+    let next_page_token = page.finish(&mut rows, |a| a.id);
     Ok(proto::ListAgentsResponse {
         agents: rows
             .iter()

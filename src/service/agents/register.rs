@@ -17,7 +17,9 @@ use crate::{
     storage::{audit::AuditRecord, entities::agents},
 };
 
-use super::{check_capacity, initial_status, lock_live_org, open_assignment, rate_micros};
+use crate::service::orgs::lock_live;
+
+use super::{check_capacity, initial_status, open_assignment, rate_micros};
 
 /// RegisterAgent.
 pub async fn register(
@@ -52,7 +54,7 @@ pub async fn register(
         let tx = ctx.store.write().await?;
         // Lock before looking for an earlier result: a concurrent twin holding the lock
         // has committed its result by the time the lock is ours.
-        let org = &lock_live_org(&tx, access.org()).await?;
+        let org = &lock_live(&tx, access.org()).await?;
         if let Some(done) = replayed(&tx, key.as_ref()).await? {
             return Ok(done);
         }

@@ -1,9 +1,9 @@
 //! InviteMember: a new invitation replaces any pending one for the same email; its
 //! token is shown once, stored only as a hash, and reissued on a retry.
 
+use crate::service::orgs::lock_live;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr,
 };
 use serde_json::json;
 
@@ -19,9 +19,8 @@ use crate::{
     proto,
     service::{audit, audit_request_id, commit, idempotency_key, replayed, settle},
     storage::{
-        Tx,
         audit::AuditRecord,
-        entities::{invitations, members, organizations},
+        entities::{invitations, members},
     },
 };
 
@@ -73,7 +72,8 @@ pub async fn invite(
         if let Some(done) = replayed(&tx, key.as_ref()).await? {
             return Ok(done);
         }
-        let org = lock_org(&tx, &access).await?;
+        // Lock the organization so concurrent writers of its members serialize.
+        let org = lock_live(&tx, access.org()).await?;
         let existing = members::Entity::find()
             .filter(members::Column::OrganizationId.eq(org.id))
             .filter(members::Column::Email.eq(email.as_str()))
@@ -206,20 +206,4 @@ async fn reissue(
     tx.commit().await?;
     response.token = token;
     Ok(response)
-}
-
-/// Re-reads the organization inside `tx`, locking its row on PostgreSQL so concurrent
-/// writers of its members and invitations serialize (SQLite has one writer anyway).
-async fn lock_org(tx: &Tx, access: &OrgAccess) -> Result<organizations::Model> {
-    organizations::Entity::find_by_id(access.org().id)
-        .filter(organizations::Column::DeleteTime.is_null())
-        .lock_exclusive()
-        .one(&**tx)
-        .await?
-        .ok_or_else(|| {
-            Error::not_found(
-                "organization",
-                &ids::encode(IdKind::Organization, access.org().id),
-            )
-        })
 }

@@ -24,7 +24,7 @@ use crate::{
     },
 };
 
-use super::{live_locked, save_versioned};
+use super::{lock_live, save_versioned};
 
 /// Activates or deactivates an organization; returns the row and the agents changed.
 async fn set_status(
@@ -45,7 +45,7 @@ async fn set_status(
     let tx = ctx.store.write().await?;
     // Decided on the row as it is under the lock, so concurrent switches apply one after
     // the other instead of failing on each other's version.
-    let org = live_locked(&tx, access.org()).await?;
+    let org = lock_live(&tx, access.org()).await?;
     let status: OrgStatus = org.status.parse().unwrap_or(OrgStatus::Inactive);
     if status == OrgStatus::Cancelled {
         return Err(Error::precondition(

@@ -57,8 +57,9 @@ pub async fn lock_org(tx: &Tx, id: Uuid) -> Result<Option<organizations::Model>>
         .await?)
 }
 
-/// [`lock_org`] for an organization read earlier, which must still be live.
-async fn live_locked(tx: &Tx, org: &organizations::Model) -> Result<organizations::Model> {
+/// [`lock_org`] for an organization read earlier, which must still be live: the row as
+/// it is now (status and limits may have changed since authorization).
+pub async fn lock_live(tx: &Tx, org: &organizations::Model) -> Result<organizations::Model> {
     lock_org(tx, org.id)
         .await?
         .filter(|o| o.delete_time.is_none())

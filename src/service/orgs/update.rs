@@ -19,7 +19,7 @@ use crate::{
 };
 
 use super::{
-    live_locked, save_versioned,
+    lock_live, save_versioned,
     validation::{parse_alerts, parse_limits, parse_plan, parse_rate},
 };
 
@@ -172,7 +172,7 @@ pub async fn update(
     // The etag is checked against the row as it is under the lock; without an etag the
     // update applies on top of whatever concurrent updates committed first. Only the
     // fields in the mask are written.
-    let locked = live_locked(&tx, &current).await?;
+    let locked = lock_live(&tx, &current).await?;
     check_etag(&org_in.etag, locked.version)?;
     row.update_time = Set(now);
     row.version = Set(locked.version + 1);

@@ -1,8 +1,8 @@
 //! The address book: ListAddresses, CreateAddress, UpdateAddress and DeleteAddress.
 
+use crate::service::orgs::lock_live;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -14,11 +14,7 @@ use crate::{
     grpc::{Ctx, convert},
     proto,
     service::{audit, audit_request_id, check_etag, commit, idempotency_key, replayed, settle},
-    storage::{
-        Tx,
-        audit::AuditRecord,
-        entities::{addresses, organizations},
-    },
+    storage::{audit::AuditRecord, entities::addresses},
 };
 
 use super::{
@@ -53,22 +49,6 @@ pub async fn list_addresses(
     })
 }
 
-/// Re-reads the organization inside `tx`, locking its row on PostgreSQL so concurrent
-/// address creations count each other (SQLite has one writer anyway).
-async fn lock_org(tx: &Tx, access: &OrgAccess) -> Result<()> {
-    organizations::Entity::find_by_id(access.org().id)
-        .lock_exclusive()
-        .one(&**tx)
-        .await?
-        .ok_or_else(|| {
-            Error::not_found(
-                "organization",
-                &ids::encode(IdKind::Organization, access.org().id),
-            )
-        })?;
-    Ok(())
-}
-
 /// CreateAddress: at most 50 per organization.
 pub async fn create_address(
     ctx: Ctx,
@@ -94,7 +74,8 @@ pub async fn create_address(
             return Ok(done);
         }
         let org_id = access.org().id;
-        lock_org(&tx, &access).await?;
+        // Lock the organization so concurrent creations count each other.
+        lock_live(&tx, access.org()).await?;
         let count = addresses::Entity::find()
             .filter(addresses::Column::OrganizationId.eq(org_id))
             .count(&*tx)
