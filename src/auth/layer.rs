@@ -217,6 +217,7 @@ fn home(org: &organizations::Model) -> HomeOrg {
         id: org.id,
         kind: org.kind.parse().unwrap_or(OrgKind::Tenant),
         status: org.status.parse().unwrap_or(OrgStatus::Inactive),
+        row: org.clone(),
     }
 }
 

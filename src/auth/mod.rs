@@ -62,6 +62,9 @@ pub struct HomeOrg {
     pub kind: OrgKind,
     /// Status at the time of the call.
     pub status: OrgStatus,
+    /// The row as read for this call, reused when the call targets the caller's own
+    /// organization so it is not read twice.
+    pub row: organizations::Model,
 }
 
 /// An authenticated caller.
@@ -231,7 +234,18 @@ impl Caller {
                 denied()
             });
         };
-        let org = find_org(store, &parsed).await?;
+        let own = principal
+            .org
+            .as_ref()
+            .map(|home| &home.row)
+            .filter(|row| match &parsed {
+                OrgRef::Id(id) => *id == row.id,
+                OrgRef::Slug(slug) => *slug == row.slug,
+            });
+        let org = match own {
+            Some(row) => Some(row.clone()),
+            None => find_org(store, &parsed).await?,
+        };
         let Some(org) = org else {
             return Err(if operator {
                 Error::not_found("organization", reference)
