@@ -218,3 +218,48 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
     );
     assert!(!text.contains("pending"), "{text}");
 }
+
+#[tokio::test]
+async fn the_default_database_is_tenantry_db_in_the_working_directory_in_wal_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--dev", "--drain-seconds", "0"])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .env_remove("DATABASE_URL")
+        .env_remove("TENANTRY_JWT_SECRET")
+        .env_remove("TENANTRY_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let _ = printed_token(&mut child).await;
+    let db = dir.path().join("tenantry.db");
+    assert!(
+        db.exists(),
+        "tenantry.db is created in the working directory"
+    );
+    let store = tenantry::storage::Store::connect(
+        &format!("sqlite://{}", db.display()),
+        1,
+        std::sync::Arc::new(tenantry::domain::clock::SystemClock),
+    )
+    .await
+    .expect("open");
+    use sea_orm::ConnectionTrait;
+    let row = store
+        .db()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "PRAGMA journal_mode",
+        ))
+        .await
+        .expect("pragma")
+        .expect("row");
+    let mode: String = row.try_get_by_index(0).expect("mode");
+    assert_eq!(mode.to_lowercase(), "wal");
+    terminate(&mut child).await;
+}
