@@ -55,12 +55,8 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
-/// Creates a fresh database on the PostgreSQL server at `server_url` and returns its URL.
-pub async fn fresh_postgres_database(server_url: &str) -> String {
-    fresh_postgres_database_named(server_url).await.0
-}
-
-/// Like [`fresh_postgres_database`], also returning the database's name.
+/// Creates a fresh database on the PostgreSQL server at `server_url`; returns its URL
+/// and name.
 pub async fn fresh_postgres_database_named(server_url: &str) -> (String, String) {
     let name = format!("tenantry_test_{}", uuid::Uuid::now_v7().simple());
     let admin = Database::connect(server_url)

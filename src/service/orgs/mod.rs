@@ -26,13 +26,11 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Loc
 use uuid::Uuid;
 
 use crate::{
-    auth::{OrgRef, find_org},
     domain::{
         ids::{self, IdKind},
         org::OrgKind,
     },
     error::{Error, Result},
-    grpc::Ctx,
     storage::{Tx, entities::organizations},
 };
 
@@ -86,12 +84,4 @@ pub async fn save_versioned(
         .one(&**tx)
         .await?
         .ok_or_else(|| Error::not_found("organization", &ids::encode(IdKind::Organization, id)))
-}
-
-/// Loads a live organization by reference without authorization (internal use).
-pub async fn load(ctx: &Ctx, reference: &str) -> Result<Option<organizations::Model>> {
-    match OrgRef::parse(reference) {
-        Some(r) => find_org(&ctx.store, &r).await,
-        None => Ok(None),
-    }
 }
