@@ -104,6 +104,90 @@ pub struct AuthArgs {
     pub data_dir: PathBuf,
 }
 
+/// Payment and billing flags.
+#[derive(Debug, Clone, Args)]
+pub struct BillingArgs {
+    /// Default payment gateway for BuyCredits: `manual` (operator-confirmed, the
+    /// embedded default) or `stripe` (needs --stripe-secret-key).
+    #[arg(long, env = "TENANTRY_PAYMENT_GATEWAY", default_value = "manual")]
+    pub payment_gateway: String,
+    /// Stripe secret API key (`sk_...`); enables the `stripe` gateway.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+    /// Stripe API base URL.
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+    /// Stripe webhook signing secret (`whsec_...`); enables POST /webhooks/stripe.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+    /// How far a credit balance may go below zero, e.g. "50.00" (default: never).
+    #[arg(long, env = "TENANTRY_CREDIT_OVERDRAFT", default_value = "0")]
+    pub credit_overdraft: String,
+    /// Days between an invoice's issue and its due date.
+    #[arg(
+        long,
+        env = "TENANTRY_INVOICE_PAYMENT_TERMS_DAYS",
+        default_value_t = 30
+    )]
+    pub invoice_payment_terms_days: u32,
+}
+
+/// Billing settings.
+#[derive(Debug, Clone)]
+pub struct BillingSettings {
+    /// Default gateway name: `manual` or `stripe`.
+    pub payment_gateway: String,
+    /// Stripe secret key; the `stripe` gateway exists only when set.
+    pub stripe_secret_key: Option<Secret>,
+    /// Stripe API base URL.
+    pub stripe_api_base: String,
+    /// Stripe webhook signing secret; webhooks are refused without it.
+    pub stripe_webhook_secret: Option<Secret>,
+    /// Overdraft allowed on credit balances, in micro-units (0 = never negative).
+    pub credit_overdraft_micros: i64,
+    /// Days from issue to due date.
+    pub invoice_payment_terms_days: u32,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        BillingSettings {
+            payment_gateway: "manual".into(),
+            stripe_secret_key: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            stripe_webhook_secret: None,
+            credit_overdraft_micros: 0,
+            invoice_payment_terms_days: 30,
+        }
+    }
+}
+
+impl BillingArgs {
+    /// Checks the flags and turns them into settings.
+    pub fn settings(&self) -> Result<BillingSettings, String> {
+        if !matches!(self.payment_gateway.as_str(), "manual" | "stripe") {
+            return Err("--payment-gateway must be `manual` or `stripe`".into());
+        }
+        if self.payment_gateway == "stripe" && self.stripe_secret_key.is_none() {
+            return Err("--payment-gateway stripe needs --stripe-secret-key".into());
+        }
+        let overdraft = crate::domain::money::parse_amount(&self.credit_overdraft, 6, false)
+            .map_err(|e| format!("--credit-overdraft {e}"))?;
+        Ok(BillingSettings {
+            payment_gateway: self.payment_gateway.clone(),
+            stripe_secret_key: self.stripe_secret_key.clone().map(Secret::new),
+            stripe_api_base: self.stripe_api_base.trim_end_matches('/').to_owned(),
+            stripe_webhook_secret: self.stripe_webhook_secret.clone().map(Secret::new),
+            credit_overdraft_micros: crate::domain::money::to_micros(overdraft),
+            invoice_payment_terms_days: self.invoice_payment_terms_days,
+        })
+    }
+}
+
 /// Flags of `tenantry serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -113,6 +197,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     /// Tokens.
     pub auth: AuthArgs,
+    #[command(flatten)]
+    /// Payments and billing.
+    pub billing: BillingArgs,
     /// gRPC listen address.
     #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -174,6 +261,8 @@ pub struct Settings {
     pub public_rate_per_minute: u32,
     /// NOT_SERVING period before closing on shutdown.
     pub drain: Duration,
+    /// Payments and billing.
+    pub billing: BillingSettings,
 }
 
 impl Settings {
@@ -195,6 +284,7 @@ impl Settings {
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             public_rate_per_minute: 60,
             drain: Duration::ZERO,
+            billing: BillingSettings::default(),
         }
     }
 }

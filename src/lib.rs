@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod payments;
 pub mod proto;
 pub mod service;
 pub mod startup;

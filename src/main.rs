@@ -219,6 +219,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         invitation_ttl: Duration::from_secs(args.invitation_ttl_hours * 3600),
         public_rate_per_minute: args.public_rate_per_minute,
         drain: Duration::from_secs(args.drain_seconds),
+        billing: args.billing.settings().map_err(anyhow::Error::msg)?,
     };
     let app = Application::build(settings).await?;
     tracing::info!(

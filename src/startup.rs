@@ -21,6 +21,7 @@ use crate::{
         Ctx, billing::Billing, organization::Organizations, subscription::Subscriptions,
         transfer::Transfers,
     },
+    payments::Payments,
     proto::{
         self, billing_service_server::BillingServiceServer,
         organization_service_server::OrganizationServiceServer,
@@ -111,6 +112,7 @@ impl Application {
             grpc,
             http,
             ctx: Ctx {
+                payments: Payments::new(store.clone(), &settings.billing),
                 store,
                 settings: Arc::new(settings),
             },

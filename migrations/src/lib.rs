@@ -14,6 +14,7 @@ mod m20261123_000002_agents;
 mod m20261123_000003_members;
 mod m20261123_000004_audit_and_idempotency;
 mod m20261123_000005_root_organization;
+mod m20261123_000006_billing;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_members::Migration),
             Box::new(m20261123_000004_audit_and_idempotency::Migration),
             Box::new(m20261123_000005_root_organization::Migration),
+            Box::new(m20261123_000006_billing::Migration),
         ]
     }
 }

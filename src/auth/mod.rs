@@ -108,6 +108,25 @@ impl Principal {
         }
     }
 
+    /// The author recorded on ledger entries: `user:<sub>`, `system:<sub>` or
+    /// `api_key:<org id>`.
+    pub fn author(&self) -> String {
+        match &self.actor {
+            Actor::User { sub, .. } => format!("user:{sub}"),
+            Actor::System { sub } => format!("system:{sub}"),
+            Actor::ApiKey { .. } => format!(
+                "api_key:{}",
+                self.org
+                    .as_ref()
+                    .map(|o| crate::domain::ids::encode(
+                        crate::domain::ids::IdKind::Organization,
+                        o.id
+                    ))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
     /// The caller's organization id, if any.
     pub fn org_id(&self) -> Option<Uuid> {
         self.org.as_ref().map(|o| o.id)

@@ -25,6 +25,12 @@ pub enum IdKind {
     Audit,
     /// `key_`
     ApiKey,
+    /// `txn_`: a credits ledger entry.
+    Transaction,
+    /// `inv_`: an invoice.
+    Invoice,
+    /// `brec_`: a billing record.
+    BillingRecord,
 }
 
 impl IdKind {
@@ -39,6 +45,9 @@ impl IdKind {
             IdKind::Signup => "sgn",
             IdKind::Audit => "aud",
             IdKind::ApiKey => "key",
+            IdKind::Transaction => "txn",
+            IdKind::Invoice => "inv",
+            IdKind::BillingRecord => "brec",
         }
     }
 }

@@ -33,6 +33,8 @@ macro_rules! stored_enum {
     };
 }
 
+pub(crate) use stored_enum;
+
 stored_enum! {
     /// Place of an organization in the tree.
     OrgKind { Root => "ROOT", Agency => "AGENCY", Tenant => "TENANT" }

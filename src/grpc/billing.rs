@@ -1,15 +1,12 @@
-//! BillingService adapter. Usage metering, billing records, credits, payments, invoices
-//! and analytics arrive with the billing issue; until then every RPC checks its caller
-//! and answers UNIMPLEMENTED.
+//! BillingService adapter: every handler extracts the caller and delegates.
 
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    grpc::{Ctx, caller_of, pending, pending_rpcs},
+    grpc::{Ctx, caller_of, delegate},
     proto::{self, billing_service_server::BillingService},
+    service::billing::{analytics, credits, invoices, quotas, records, spend, usage},
 };
-
-const CAPABILITY: &str = "billing (usage metering, credits, payments, invoices, analytics)";
 
 /// The BillingService.
 #[derive(Debug, Clone)]
@@ -26,31 +23,31 @@ impl Billing {
 
 #[tonic::async_trait]
 impl BillingService for Billing {
-    pending_rpcs! { CAPABILITY;
-        record_usage(RecordUsageRequest -> RecordUsageResponse) [organization_id];
-        record_usage_batch(RecordUsageBatchRequest -> RecordUsageBatchResponse) [organization_id];
-        list_billing_records(ListBillingRecordsRequest -> ListBillingRecordsResponse) [organization_id];
-        get_billing_summary(GetBillingSummaryRequest -> GetBillingSummaryResponse) [organization_id];
-        get_usage(GetUsageRequest -> GetUsageResponse) [organization_id];
-        set_spend_limit(SetSpendLimitRequest -> SetSpendLimitResponse) [organization_id];
-        get_spend_status(GetSpendStatusRequest -> GetSpendStatusResponse) [organization_id];
-        get_balance(GetBalanceRequest -> GetBalanceResponse) [organization_id];
-        list_transactions(ListTransactionsRequest -> ListTransactionsResponse) [organization_id];
-        get_transaction(GetTransactionRequest -> GetTransactionResponse) [organization_id];
-        gift_credits(GiftCreditsRequest -> GiftCreditsResponse) [organization_id];
-        add_credit(AddCreditRequest -> AddCreditResponse) [organization_id];
-        buy_credits(BuyCreditsRequest -> BuyCreditsResponse) [organization_id];
-        complete_payment(CompletePaymentRequest -> CompletePaymentResponse) [organization_id];
-        confirm_manual_payment(ConfirmManualPaymentRequest -> ConfirmManualPaymentResponse) [organization_id];
-        list_invoices(ListInvoicesRequest -> ListInvoicesResponse) [organization_id];
-        get_invoice(GetInvoiceRequest -> GetInvoiceResponse) [organization_id];
-        get_invoice_pdf(GetInvoicePdfRequest -> GetInvoicePdfResponse) [organization_id];
-        create_invoice(CreateInvoiceRequest -> CreateInvoiceResponse) [organization_id];
-        pay_invoice(PayInvoiceRequest -> PayInvoiceResponse) [organization_id];
-        void_invoice(VoidInvoiceRequest -> VoidInvoiceResponse) [organization_id];
-        mark_invoice_uncollectible(MarkInvoiceUncollectibleRequest -> MarkInvoiceUncollectibleResponse) [organization_id];
-        get_tenant_analytics(GetTenantAnalyticsRequest -> GetTenantAnalyticsResponse) [organization_id];
-        get_agency_analytics(GetAgencyAnalyticsRequest -> GetAgencyAnalyticsResponse) [organization_id];
+    delegate! {
+        record_usage(RecordUsageRequest -> RecordUsageResponse) => usage::record;
+        record_usage_batch(RecordUsageBatchRequest -> RecordUsageBatchResponse) => usage::record_batch;
+        list_billing_records(ListBillingRecordsRequest -> ListBillingRecordsResponse) => records::list_records;
+        get_billing_summary(GetBillingSummaryRequest -> GetBillingSummaryResponse) => records::summary;
+        get_usage(GetUsageRequest -> GetUsageResponse) => quotas::get_usage;
+        set_spend_limit(SetSpendLimitRequest -> SetSpendLimitResponse) => spend::set_spend_limit;
+        get_spend_status(GetSpendStatusRequest -> GetSpendStatusResponse) => spend::get_spend_status;
+        get_balance(GetBalanceRequest -> GetBalanceResponse) => credits::get_balance;
+        list_transactions(ListTransactionsRequest -> ListTransactionsResponse) => credits::list_transactions;
+        get_transaction(GetTransactionRequest -> GetTransactionResponse) => credits::get_transaction;
+        gift_credits(GiftCreditsRequest -> GiftCreditsResponse) => credits::gift_credits;
+        add_credit(AddCreditRequest -> AddCreditResponse) => credits::add_credit;
+        buy_credits(BuyCreditsRequest -> BuyCreditsResponse) => credits::buy_credits;
+        complete_payment(CompletePaymentRequest -> CompletePaymentResponse) => credits::complete_payment;
+        confirm_manual_payment(ConfirmManualPaymentRequest -> ConfirmManualPaymentResponse) => credits::confirm_manual_payment;
+        list_invoices(ListInvoicesRequest -> ListInvoicesResponse) => invoices::list_invoices;
+        get_invoice(GetInvoiceRequest -> GetInvoiceResponse) => invoices::get_invoice;
+        get_invoice_pdf(GetInvoicePdfRequest -> GetInvoicePdfResponse) => invoices::get_invoice_pdf;
+        create_invoice(CreateInvoiceRequest -> CreateInvoiceResponse) => invoices::create_invoice;
+        pay_invoice(PayInvoiceRequest -> PayInvoiceResponse) => invoices::pay_invoice;
+        void_invoice(VoidInvoiceRequest -> VoidInvoiceResponse) => invoices::void_invoice;
+        mark_invoice_uncollectible(MarkInvoiceUncollectibleRequest -> MarkInvoiceUncollectibleResponse) => invoices::mark_uncollectible;
+        get_tenant_analytics(GetTenantAnalyticsRequest -> GetTenantAnalyticsResponse) => analytics::tenant;
+        get_agency_analytics(GetAgencyAnalyticsRequest -> GetAgencyAnalyticsResponse) => analytics::agency;
     }
 
     async fn stream_usage(
@@ -58,15 +55,9 @@ impl BillingService for Billing {
         request: Request<Streaming<proto::StreamUsageRequest>>,
     ) -> Result<Response<proto::StreamUsageResponse>, Status> {
         let caller = caller_of(&request)?;
-        let mut stream = request.into_inner();
-        let first = stream.message().await?.unwrap_or_default();
-        pending(
-            &self.ctx,
-            &caller,
-            &[("organization_id", &first.organization_id)],
-            CAPABILITY,
-        )
-        .await
-        .map_err(Status::from)
+        usage::stream(self.ctx.clone(), caller, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 }

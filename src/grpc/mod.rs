@@ -15,6 +15,7 @@ use crate::{
     auth::Caller,
     config::Settings,
     error::{Error, Result},
+    payments::Payments,
     storage::Store,
 };
 
@@ -25,6 +26,8 @@ pub struct Ctx {
     pub store: Store,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// Payment gateways.
+    pub payments: Payments,
 }
 
 /// The caller the auth layer put into the request.
@@ -101,3 +104,23 @@ macro_rules! pending_rpcs {
     };
 }
 pub(crate) use pending_rpcs;
+
+/// Implements RPCs by delegating to use cases through [`serve`] (in `async_trait`'s
+/// desugared form, like [`pending_rpcs`]).
+macro_rules! delegate {
+    ($( $method:ident($req:ident -> $resp:ident) => $use_case:path; )*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                request: tonic::Request<crate::proto::$req>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<crate::proto::$resp>, tonic::Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(crate::grpc::serve(&self.ctx, request, $use_case))
+            }
+        )*
+    };
+}
+pub(crate) use delegate;

@@ -1,12 +1,12 @@
 //! OrganizationService adapter: every handler extracts the caller and delegates.
 
-use std::{future::Future, pin::Pin};
+use std::pin::Pin;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    grpc::{Ctx, caller_of, pending, pending_rpcs, serve},
+    grpc::{Ctx, caller_of, delegate, pending, pending_rpcs},
     proto::{self, organization_service_server::OrganizationService},
     service::{agents, audit_log, members, orgs, profile, signups},
 };
@@ -30,23 +30,6 @@ impl Organizations {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-
-macro_rules! delegate {
-    ($( $method:ident($req:ident -> $resp:ident) => $use_case:path; )*) => {
-        $(
-            fn $method<'life0, 'async_trait>(
-                &'life0 self,
-                request: Request<proto::$req>,
-            ) -> Pin<Box<dyn Future<Output = Reply<proto::$resp>> + Send + 'async_trait>>
-            where
-                'life0: 'async_trait,
-                Self: 'async_trait,
-            {
-                Box::pin(serve(&self.ctx, request, $use_case))
-            }
-        )*
-    };
-}
 
 #[tonic::async_trait]
 impl OrganizationService for Organizations {

@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod audit_log;
+pub mod billing;
 pub mod members;
 pub mod orgs;
 mod paging;

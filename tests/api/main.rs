@@ -3,16 +3,25 @@
 //! is set; CI always sets it).
 
 mod agents;
+mod analytics;
 mod audit;
 mod bad_input;
+mod billing_records;
+mod credits;
+mod fake_stripe;
 mod helpers;
 mod idempotency;
+mod invoices;
 mod members;
 mod migrations;
 mod organizations;
+mod payments;
 mod policy_matrix;
 mod profile;
+mod quotas;
 mod rate_limit;
 mod serving;
 mod signups;
+mod spend_limits;
 mod tokens;
+mod usage;
