@@ -27,6 +27,15 @@ pub enum Error {
     /// The request is malformed; every bad field is listed.
     #[error("invalid argument: {}", summary(.0))]
     InvalidArgument(Vec<FieldViolation>),
+    /// The request is malformed in a way that has its own stable reason (e.g.
+    /// `INVALID_EVENT`); every bad field is listed.
+    #[error("invalid argument: {}", summary(.violations))]
+    InvalidWithReason {
+        /// Stable reason.
+        reason: &'static str,
+        /// The bad fields.
+        violations: Vec<FieldViolation>,
+    },
     /// A rule of the domain refused the request.
     #[error("{message}")]
     Rejected {
@@ -121,6 +130,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::InvalidWithReason { reason, .. } => reason,
             Error::Rejected { reason, .. } => reason,
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::PermissionDenied(_) => "PERMISSION_DENIED",
@@ -152,6 +162,12 @@ impl From<Error> for Status {
                 format!("invalid argument: {}", summary(&v)),
                 Vec::new(),
                 v,
+            ),
+            Error::InvalidWithReason { violations, .. } => (
+                Code::InvalidArgument,
+                format!("invalid argument: {}", summary(&violations)),
+                Vec::new(),
+                violations,
             ),
             Error::Rejected {
                 code,

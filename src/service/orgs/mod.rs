@@ -21,6 +21,7 @@ pub use register::register;
 pub use slugs::{check_name, check_slug};
 pub use update::update;
 pub use validation::KNOWN_PLANS;
+pub(crate) use validation::parse_alerts;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::LockType};
 use uuid::Uuid;

@@ -41,10 +41,10 @@ pub(super) struct Limits {
 
 /// Validated billing alerts of an organization.
 #[derive(Debug, Clone)]
-pub(super) struct Alerts {
-    pub(super) thresholds: Vec<u32>,
-    pub(super) emails: Vec<String>,
-    pub(super) action: SpendAction,
+pub(crate) struct Alerts {
+    pub(crate) thresholds: Vec<u32>,
+    pub(crate) emails: Vec<String>,
+    pub(crate) action: SpendAction,
 }
 
 pub(super) fn parse_rate(
@@ -99,7 +99,7 @@ pub(super) fn parse_limits(
     }
 }
 
-pub(super) fn parse_alerts(
+pub(crate) fn parse_alerts(
     v: &mut Violations,
     field: &str,
     alerts: &proto::BillingAlerts,
