@@ -1,5 +1,194 @@
 //! GetUsage: quotas against plan limits, with warnings at 80 % and 100 %.
 
-super::unbuilt! {
-    get_usage(GetUsageRequest -> GetUsageResponse);
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+use crate::{
+    auth::Caller,
+    domain::{
+        billing::{Month, percentage},
+        org::OrgKind,
+        plans::{PlanLimits, builtin_limits},
+    },
+    error::Result,
+    grpc::Ctx,
+    proto::{self, UsageMetric, UsageWarningSeverity},
+    service::agent_count,
+    storage::entities::{members, organizations, usage_counters},
+};
+
+/// The limits in force for an organization: its plan's, with `max_agents` capped by the
+/// organization's own usage limit (`organizations.max_agents`, 0 = none) when that is
+/// smaller. The root organization (the operator, where unassigned agents return) has no
+/// limits. The one place limits are looked up: the plan catalogue replaces
+/// `builtin_limits` here.
+pub fn effective_limits(org: &organizations::Model) -> PlanLimits {
+    if org.kind == OrgKind::Root.as_str() {
+        return PlanLimits {
+            max_agents: None,
+            max_logs_per_month: None,
+            log_retention_days: None,
+            max_team_members: None,
+            max_organizations: None,
+        };
+    }
+    let mut limits = builtin_limits(&org.plan);
+    if org.max_agents > 0 {
+        let own = i64::from(org.max_agents);
+        limits.max_agents = Some(limits.max_agents.map_or(own, |plan| plan.min(own)));
+    }
+    limits
+}
+
+/// How a quota reads in a warning ("8/10 agents", "9000/10000 logs this month").
+fn label(name: &str) -> &str {
+    match name {
+        "team_members" => "team members",
+        "logs" => "logs this month",
+        other => other,
+    }
+}
+
+/// The warning for a quota at or above 80 % of its limit: WARNING with the seed's
+/// wording, CRITICAL at or above 100 %.
+fn warning(quota: &proto::UsageQuota) -> Option<proto::UsageWarning> {
+    let limit = quota.limit.filter(|l| *l > 0)?;
+    let current = quota.current;
+    let what = label(&quota.name);
+    let (message, severity) = if current >= limit {
+        (
+            format!("Critical: You've reached {current}/{limit} {what}. Upgrade to add more."),
+            UsageWarningSeverity::Critical,
+        )
+    } else if i128::from(current) * 100 >= i128::from(limit) * 80 {
+        (
+            format!("Warning: You're using {current}/{limit} {what}. Consider upgrading soon."),
+            UsageWarningSeverity::Warning,
+        )
+    } else {
+        return None;
+    };
+    Some(proto::UsageWarning {
+        r#type: quota.name.clone(),
+        message,
+        severity: severity as i32,
+    })
+}
+
+fn quota(
+    name: &str,
+    metric: UsageMetric,
+    month: &str,
+    current: i64,
+    limit: Option<i64>,
+) -> proto::UsageQuota {
+    proto::UsageQuota {
+        name: name.to_owned(),
+        metric: metric as i32,
+        month: month.to_owned(),
+        current,
+        limit,
+        percentage: limit.map_or_else(String::new, |l| percentage(current, l, 1)),
+    }
+}
+
+/// GetUsage: agents assigned now, team members, (for an agency) its live tenants, and
+/// the current month's metered usage from `usage_counters` — only logs have a plan
+/// limit; the other metrics are reported without one. A tenant or the root has no
+/// `organizations` quota: only an agency owns organizations.
+pub async fn get_usage(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::GetUsageRequest,
+) -> Result<proto::GetUsageResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let org = access.org();
+    let db = ctx.store.db();
+    let limits = effective_limits(org);
+    let month = Month::of(ctx.store.now()).to_string();
+
+    let agents = i64::try_from(agent_count(db, org.id).await?).unwrap_or(i64::MAX);
+    let team = members::Entity::find()
+        .filter(members::Column::OrganizationId.eq(org.id))
+        .count(db)
+        .await?;
+    let counters = usage_counters::Entity::find_by_id((org.id, month.clone()))
+        .one(db)
+        .await?;
+    let used = |f: fn(&usage_counters::Model) -> i64| counters.as_ref().map_or(0, f);
+
+    let mut quotas = vec![
+        quota(
+            "agents",
+            UsageMetric::Unspecified,
+            "",
+            agents,
+            limits.max_agents,
+        ),
+        quota(
+            "team_members",
+            UsageMetric::Unspecified,
+            "",
+            i64::try_from(team).unwrap_or(i64::MAX),
+            limits.max_team_members,
+        ),
+    ];
+    if org.kind == OrgKind::Agency.as_str() {
+        let tenants = organizations::Entity::find()
+            .filter(organizations::Column::ParentId.eq(org.id))
+            .filter(organizations::Column::DeleteTime.is_null())
+            .count(db)
+            .await?;
+        quotas.push(quota(
+            "organizations",
+            UsageMetric::Unspecified,
+            "",
+            i64::try_from(tenants).unwrap_or(i64::MAX),
+            limits.max_organizations,
+        ));
+    }
+    quotas.extend([
+        quota(
+            "logs",
+            UsageMetric::Logs,
+            &month,
+            used(|c| c.logs),
+            limits.max_logs_per_month,
+        ),
+        quota(
+            "tokens",
+            UsageMetric::Tokens,
+            &month,
+            used(|c| c.tokens),
+            None,
+        ),
+        quota(
+            "messages",
+            UsageMetric::Messages,
+            &month,
+            used(|c| c.messages),
+            None,
+        ),
+        quota(
+            "conversations",
+            UsageMetric::Conversations,
+            &month,
+            used(|c| c.conversations),
+            None,
+        ),
+        quota(
+            "minutes",
+            UsageMetric::Minutes,
+            &month,
+            used(|c| c.minutes),
+            None,
+        ),
+    ]);
+    let warnings = quotas.iter().filter_map(warning).collect();
+    Ok(proto::GetUsageResponse {
+        plan_id: org.plan.clone(),
+        quotas,
+        warnings,
+    })
 }
