@@ -6,11 +6,23 @@
 pub enum Op {
     /// `=`
     Eq,
+    /// `!=`
+    Ne,
     /// `>=`
     Ge,
+    /// `>`
+    Gt,
     /// `<`
     Lt,
+    /// `<=`
+    Le,
 }
+
+/// Every comparison: for times, months and other ordered values.
+pub const ORDERED: &[Op] = &[Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge];
+
+/// Equality and inequality: for names, ids and states.
+pub const EQUALITY: &[Op] = &[Op::Eq, Op::Ne];
 
 /// One `field OP value` term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +55,7 @@ pub fn parse(text: &str, allowed: &[(&str, &[Op])]) -> Result<Vec<Term>, String>
         };
         let op = match op {
             Token::Op(op) => *op,
-            _ => return Err(format!("expected =, >= or < after `{field}`")),
+            _ => return Err(format!("expected =, !=, <, <=, > or >= after `{field}`")),
         };
         let value = match value {
             Token::Word(v) | Token::Quoted(v) => v.clone(),
@@ -96,16 +108,22 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 chars.next();
                 tokens.push(Token::Op(Op::Eq));
             }
-            '>' => {
+            '!' => {
                 chars.next();
                 if chars.next() != Some('=') {
-                    return Err("only >= is supported, not >".into());
+                    return Err("expected != after !".into());
                 }
-                tokens.push(Token::Op(Op::Ge));
+                tokens.push(Token::Op(Op::Ne));
             }
-            '<' => {
+            '>' | '<' => {
                 chars.next();
-                tokens.push(Token::Op(Op::Lt));
+                let or_equal = chars.next_if_eq(&'=').is_some();
+                tokens.push(Token::Op(match (c, or_equal) {
+                    ('>', true) => Op::Ge,
+                    ('>', false) => Op::Gt,
+                    (_, true) => Op::Le,
+                    (_, false) => Op::Lt,
+                }));
             }
             '"' => {
                 chars.next();
@@ -161,6 +179,15 @@ mod tests {
             parse("create_time >= 2026-01-01T00:00:00Z", FIELDS).unwrap()[0].op,
             Op::Ge
         );
+        let ops: Vec<Op> = parse(
+            "t = 1 AND t != 2 AND t < 3 AND t <= 4 AND t > 5 AND t >= 6",
+            &[("t", ORDERED)],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|t| t.op)
+        .collect();
+        assert_eq!(ops, vec![Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge]);
     }
 
     #[test]
@@ -172,6 +199,8 @@ mod tests {
             "status = A OR prefix = b",
             "status = 'x'; DROP TABLE",
             "status > 1",
+            "status ! 1",
+            "create_time => 1",
             "prefix = \"open",
         ] {
             assert!(parse(bad, FIELDS).is_err(), "{bad:?}");

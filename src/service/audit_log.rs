@@ -14,17 +14,17 @@ use crate::{
     error::{Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::paging::Page,
+    service::{filtering::compare, paging::Page},
     storage::entities::{audit_entries, organizations},
 };
 
 const FILTER_FIELDS: &[(&str, &[Op])] = &[
-    ("action", &[Op::Eq]),
-    ("actor_id", &[Op::Eq]),
-    ("target_type", &[Op::Eq]),
-    ("target_id", &[Op::Eq]),
-    ("request_id", &[Op::Eq]),
-    ("create_time", &[Op::Ge, Op::Lt]),
+    ("action", filter::EQUALITY),
+    ("actor_id", filter::EQUALITY),
+    ("target_type", filter::EQUALITY),
+    ("target_id", filter::EQUALITY),
+    ("request_id", filter::EQUALITY),
+    ("create_time", filter::ORDERED),
 ];
 
 /// ListAuditEvents.
@@ -50,16 +50,21 @@ pub async fn list(
     for term in &terms {
         let value = term.value.as_str();
         query = match (term.field.as_str(), term.op) {
-            ("action", _) => query.filter(audit_entries::Column::Action.eq(value)),
-            ("actor_id", _) => query.filter(audit_entries::Column::ActorId.eq(value)),
-            ("target_type", _) => query.filter(audit_entries::Column::TargetType.eq(value)),
-            ("target_id", _) => query.filter(audit_entries::Column::TargetId.eq(value)),
-            ("request_id", _) => query.filter(audit_entries::Column::RequestId.eq(value)),
+            ("action", op) => query.filter(compare(audit_entries::Column::Action, op, value)),
+            ("actor_id", op) => query.filter(compare(audit_entries::Column::ActorId, op, value)),
+            ("target_type", op) => {
+                query.filter(compare(audit_entries::Column::TargetType, op, value))
+            }
+            ("target_id", op) => query.filter(compare(audit_entries::Column::TargetId, op, value)),
+            ("request_id", op) => {
+                query.filter(compare(audit_entries::Column::RequestId, op, value))
+            }
             (_, op) => match DateTime::parse_from_rfc3339(value) {
-                Ok(at) if op == Op::Ge => {
-                    query.filter(audit_entries::Column::CreateTime.gte(at.timestamp_micros()))
-                }
-                Ok(at) => query.filter(audit_entries::Column::CreateTime.lt(at.timestamp_micros())),
+                Ok(at) => query.filter(compare(
+                    audit_entries::Column::CreateTime,
+                    op,
+                    at.timestamp_micros(),
+                )),
                 Err(_) => {
                     v.add(
                         "filter",

@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod audit_log;
 pub mod billing;
+pub mod filtering;
 pub mod members;
 pub mod orgs;
 mod paging;

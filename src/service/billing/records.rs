@@ -22,6 +22,7 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
+    service::filtering::compare,
     storage::entities::billing_records::{self, Column},
 };
 
@@ -80,10 +81,8 @@ fn check_range(v: &mut Violations, from: Option<Month>, to: Option<Month>) {
     }
 }
 
-const RECORD_FILTER: &[(&str, &[Op])] = &[
-    ("month", &[Op::Eq, Op::Ge, Op::Lt]),
-    ("agent_id", &[Op::Eq]),
-];
+const RECORD_FILTER: &[(&str, &[Op])] =
+    &[("month", filter::ORDERED), ("agent_id", filter::EQUALITY)];
 
 /// What ListBillingRecords sorts by (then by id in the same direction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,11 +218,7 @@ pub async fn list_records(
             "month" => match term.value.parse::<Month>() {
                 Ok(m) => {
                     let m = m.to_string();
-                    match term.op {
-                        Op::Eq => query.filter(Column::Month.eq(m)),
-                        Op::Ge => query.filter(Column::Month.gte(m)),
-                        Op::Lt => query.filter(Column::Month.lt(m)),
-                    }
+                    query.filter(compare(Column::Month, term.op, m))
                 }
                 Err(e) => {
                     v.add("filter", format!("month {e}"));
@@ -231,7 +226,7 @@ pub async fn list_records(
                 }
             },
             _ => match ids::decode(IdKind::Agent, &term.value) {
-                Ok(a) => query.filter(Column::AgentId.eq(a)),
+                Ok(a) => query.filter(compare(Column::AgentId, term.op, a)),
                 Err(e) => {
                     v.add("filter", format!("agent_id {e}"));
                     query
