@@ -1,4 +1,4 @@
-//! The `tenantry` command: `serve`, `migrate`, `token`.
+//! The `tenantry` command: `serve`, `migrate`, `token`, `payments`.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,6 +13,9 @@ use tenantry::{
     auth::jwt::{self, MintClaims},
     config::{AuthArgs, DatabaseArgs, LogFormat, Secret, ServeArgs, Settings},
     domain::clock::SystemClock,
+    grpc::Ctx,
+    payments::Payments,
+    service::billing::credits,
     startup::Application,
     storage::Store,
 };
@@ -40,6 +43,13 @@ enum Command {
         database: DatabaseArgs,
         #[command(subcommand)]
         action: MigrateAction,
+    },
+    /// Operator work on payments.
+    Payments {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        action: PaymentsAction,
     },
     /// Mints an HS256 token with the configured (or dev) secret.
     Token {
@@ -75,6 +85,59 @@ enum MigrateAction {
     },
     /// Lists applied and pending migrations.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum PaymentsAction {
+    /// Confirms a `manual` payment intent (the money arrived) and completes the purchase
+    /// it pays for, exactly once, as ConfirmManualPayment does.
+    Confirm {
+        /// The intent id (`pi_manual_…`).
+        intent_id: String,
+        /// Operator note recorded in the audit log.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+/// Runs a payments action against the database.
+async fn payments(database: DatabaseArgs, action: PaymentsAction) -> anyhow::Result<()> {
+    let store = Store::connect(&database.database_url, 2, Arc::new(SystemClock)).await?;
+    let settings = Settings::local(database.database_url.clone(), b"");
+    let ctx = Ctx {
+        payments: Payments::new(store.clone(), &settings.billing),
+        store,
+        settings: Arc::new(settings),
+    };
+    match action {
+        PaymentsAction::Confirm { intent_id, note } => {
+            let principal = credits::purchase::system_principal("cli");
+            let by = credits::completion::By {
+                principal: &principal,
+                action: "ConfirmManualPayment",
+                request_id: "cli",
+                note: &note,
+                stripe_event: None,
+            };
+            let done = credits::confirm_manual(&ctx, by, None, &intent_id, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot confirm {intent_id}: {e}"))?;
+            let txn = done.transaction.unwrap_or_default();
+            let amount = txn.amount.unwrap_or_default();
+            let status = tenantry::proto::CreditTransactionStatus::try_from(txn.status)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("CREDIT_TRANSACTION_STATUS_")
+                })
+                .unwrap_or("UNKNOWN");
+            println!(
+                "confirmed {intent_id}: transaction {} {status}, {} {}",
+                txn.id, amount.amount, amount.currency_code
+            );
+        }
+    }
+    ctx.store.close().await;
+    Ok(())
 }
 
 const DEV_SECRET_FILE: &str = "tenantry-dev-secret";
@@ -280,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Payments { database, action } => payments(database, action).await,
         Command::Token {
             auth,
             role,

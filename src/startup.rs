@@ -21,7 +21,7 @@ use crate::{
         Ctx, billing::Billing, organization::Organizations, subscription::Subscriptions,
         transfer::Transfers,
     },
-    payments::Payments,
+    payments::{Payments, webhook},
     proto::{
         self, billing_service_server::BillingServiceServer,
         organization_service_server::OrganizationServiceServer,
@@ -216,6 +216,7 @@ impl Application {
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route("/webhooks/stripe", webhook::route(ctx.clone()))
             .with_state(http_state);
         let mut http_stop = stop_rx.clone();
         let http_server = axum::serve(http, router).with_graceful_shutdown(async move {

@@ -263,3 +263,97 @@ async fn the_default_database_is_tenantry_db_in_the_working_directory_in_wal_mod
     assert_eq!(mode.to_lowercase(), "wal");
     terminate(&mut child).await;
 }
+
+#[tokio::test]
+async fn payments_confirm_completes_a_manual_purchase_exactly_once() {
+    use tenantry::proto::{
+        BuyCreditsRequest, GetBalanceRequest, Money, billing_service_client::BillingServiceClient,
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
+    let token = printed_token(&mut child).await;
+    let mut orgs = client(grpc).await;
+    let org = orgs
+        .create_organization(bearer(
+            CreateOrganizationRequest {
+                organization: Some(Organization {
+                    name: "Acme Corp".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .organization
+        .expect("organization");
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut billing = BillingServiceClient::new(channel);
+    let bought = billing
+        .buy_credits(bearer(
+            BuyCreditsRequest {
+                organization_id: org.id.clone(),
+                amount: Some(Money {
+                    currency_code: "USD".into(),
+                    amount: "25.00".into(),
+                }),
+                request_id: "buy-1".into(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("buy credits")
+        .into_inner();
+    let database_url = format!("sqlite://{}", dir.path().join("t.db").display());
+    for _ in 0..2 {
+        let output = Command::new(BIN)
+            .args(["payments", "--database-url", &database_url, "confirm"])
+            .arg(&bought.payment_intent_id)
+            .env_remove("DATABASE_URL")
+            .output()
+            .await
+            .expect("payments confirm");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(&bought.transaction_id), "{stdout}");
+        assert!(stdout.contains("SUCCEEDED, 25.00 USD"), "{stdout}");
+        let balance = billing
+            .get_balance(bearer(
+                GetBalanceRequest {
+                    organization_id: org.id.clone(),
+                },
+                &token,
+            ))
+            .await
+            .expect("balance")
+            .into_inner();
+        assert_eq!(balance.balance.expect("balance").amount, "25.00");
+    }
+    let unknown = Command::new(BIN)
+        .args([
+            "payments",
+            "--database-url",
+            &database_url,
+            "confirm",
+            "pi_manual_nope",
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("payments confirm");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"));
+    terminate(&mut child).await;
+}

@@ -4,6 +4,7 @@
 
 pub mod manual;
 pub mod stripe;
+pub mod webhook;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -74,6 +75,9 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     async fn create_intent(&self, request: CreateIntent) -> Result<Intent>;
     /// Reads an intent's current state.
     async fn retrieve_intent(&self, id: &str) -> Result<Intent>;
+    /// Cancels an intent that has not succeeded, so a purchase marked FAILED can no
+    /// longer be paid through it; a succeeded intent is returned unchanged.
+    async fn cancel_intent(&self, id: &str) -> Result<Intent>;
 }
 
 /// The configured gateways.

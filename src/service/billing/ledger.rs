@@ -89,9 +89,17 @@ pub async fn balance_micros<C: sea_orm::ConnectionTrait>(db: &C, org_id: Uuid) -
 
 /// Sum of PENDING purchases (not yet in the balance).
 pub async fn pending_micros<C: sea_orm::ConnectionTrait>(db: &C, org_id: Uuid) -> Result<i64> {
+    // PostgreSQL sums BIGINT into NUMERIC: cast back so it decodes as i64.
+    let sum_expr: sea_orm::sea_query::Expr = sea_orm::sea_query::Func::cast_as(
+        sea_orm::sea_query::Func::sum(sea_orm::sea_query::Expr::col(
+            credit_transactions::Column::AmountMicros,
+        )),
+        sea_orm::sea_query::Alias::new("BIGINT"),
+    )
+    .into();
     let sum: Option<Option<i64>> = credit_transactions::Entity::find()
         .select_only()
-        .column_as(credit_transactions::Column::AmountMicros.sum(), "sum")
+        .column_as(sum_expr, "sum")
         .filter(credit_transactions::Column::OrganizationId.eq(org_id))
         .filter(credit_transactions::Column::Status.eq(TxnStatus::Pending.as_str()))
         .into_tuple()

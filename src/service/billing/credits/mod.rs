@@ -1,6 +1,13 @@
 //! The credits ledger RPCs and payments: balance, transactions, gifts and credits,
 //! purchases through a payment gateway and their exactly-once completion.
 
+pub mod completion;
+pub mod purchase;
+pub mod read;
+
+pub use purchase::{buy_credits, complete_payment, confirm_manual, confirm_manual_payment};
+pub use read::{get_transaction, list_transactions};
+
 use serde_json::json;
 
 use crate::{
@@ -24,14 +31,6 @@ use super::{
     ledger::{self, Entry},
     money_in, require_reason, require_request_id,
 };
-
-super::unbuilt! {
-    list_transactions(ListTransactionsRequest -> ListTransactionsResponse);
-    get_transaction(GetTransactionRequest -> GetTransactionResponse);
-    buy_credits(BuyCreditsRequest -> BuyCreditsResponse);
-    complete_payment(CompletePaymentRequest -> CompletePaymentResponse);
-    confirm_manual_payment(ConfirmManualPaymentRequest -> ConfirmManualPaymentResponse);
-}
 
 /// GetBalance: the sum of succeeded entries, pending purchases and the overdraft.
 pub async fn get_balance(
