@@ -178,7 +178,7 @@ fn event(target: &Target, n: u64) -> proto::UsageEvent {
         }),
         occurred_at: Some(prost_types::Timestamp {
             seconds: now.timestamp(),
-            nanos: 0,
+            nanos: now.timestamp_subsec_nanos() as i32,
         }),
         dimensions: [("channel".to_owned(), "webchat".to_owned())].into(),
     }
@@ -212,10 +212,19 @@ async fn run(
                             organization_id: target.org.clone(),
                             event: Some(event(&target, n)),
                         };
-                        client
-                            .record_usage(authed(request, &target.system))
-                            .await
-                            .is_ok()
+                        match client.record_usage(authed(request, &target.system)).await {
+                            Ok(_) => true,
+                            Err(status) => {
+                                if errors == 0 {
+                                    eprintln!(
+                                        "first error: {:?} {}",
+                                        status.code(),
+                                        status.message()
+                                    );
+                                }
+                                false
+                            }
+                        }
                     }
                     Scenario::Batch => {
                         let first = NEXT_EVENT.fetch_add(batch as u64, Ordering::Relaxed);

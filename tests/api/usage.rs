@@ -1,17 +1,20 @@
 //! Usage metering: RecordUsage, RecordUsageBatch and StreamUsage — duplicates counted
 //! once, the event window, per-event refusals, attribution at `occurred_at`, recorders.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel};
+use chrono::Datelike;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+};
 use tenantry::{
     proto::{self, UsageEventStatus as S, UsageMetric as M},
-    storage::entities::usage_counters,
+    storage::entities::{agent_assignments, usage_counters},
 };
 use tonic::Code;
 
 use crate::{
     helpers::{Backend, TestApp, authed, reason, violations},
     on_both_backends,
-    organizations::{agent_row, org_uuid, register_agent, tenant, usd},
+    organizations::{agent_row, agent_uuid, org_uuid, register_agent, tenant, usd},
 };
 
 /// A timestamp `seconds` from now (negative = past).
@@ -525,7 +528,87 @@ async fn micro_amounts_sum_exactly(backend: Backend) {
     app.stop().await;
 }
 
+/// Concurrent recorders send the same event ids, half of them dated in the previous
+/// month: each id is counted once in total, whichever month's counter lock a batch held
+/// (a batch that lost the race on the unique key is retried and sees the duplicate).
+async fn concurrent_duplicates_are_counted_once_across_months(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let root = app.root();
+    let org = tenant(&app, "Racy", "").await;
+    let agent = register_agent(&app, &root, &org.id, "Racer").await;
+    // The agent must have belonged to the org at the earlier date: backdate its assignment.
+    let month_start = chrono::Utc::now()
+        .date_naive()
+        .with_day(1)
+        .expect("first day")
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    let last_month = month_start - chrono::Duration::hours(1);
+    let assignment = agent_assignments::Entity::find()
+        .filter(agent_assignments::Column::AgentId.eq(agent_uuid(&agent.id)))
+        .one(app.store.db())
+        .await
+        .expect("read assignment")
+        .expect("assignment");
+    let mut row = assignment.into_active_model();
+    row.assign_time = Set(last_month.timestamp_micros() - 1_000_000);
+    row.update(app.store.db())
+        .await
+        .expect("backdate assignment");
+    let sys = system(&app);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (org_id, agent_id, sys) = (org.id.clone(), agent.id.clone(), sys.clone());
+        let mut client = app.billing();
+        tasks.push(tokio::spawn(async move {
+            let events = (0..50)
+                .map(|i| {
+                    let mut e = event(&format!("same-{i}"), &agent_id, M::Tokens, 1, "0.01");
+                    if t % 2 == 1 {
+                        e.occurred_at = Some(prost_types::Timestamp {
+                            seconds: last_month.timestamp(),
+                            nanos: 0,
+                        });
+                    }
+                    e
+                })
+                .collect();
+            client
+                .record_usage_batch(authed(
+                    proto::RecordUsageBatchRequest {
+                        organization_id: org_id,
+                        events,
+                    },
+                    &sys,
+                ))
+                .await
+                .expect("batch")
+                .into_inner()
+        }));
+    }
+    let (mut accepted, mut duplicate) = (0, 0);
+    for task in tasks {
+        let response = task.await.expect("recorder");
+        accepted += response.accepted_count;
+        duplicate += response.duplicate_count;
+    }
+    assert_eq!((accepted, duplicate), (50, 350));
+    let all = usage_counters::Entity::find()
+        .filter(usage_counters::Column::OrganizationId.eq(org_uuid(&org.id)))
+        .all(app.store.db())
+        .await
+        .expect("counters");
+    let tokens: i64 = all.iter().map(|c| c.tokens).sum();
+    let cost: i64 = all.iter().map(|c| c.cost_micros).sum();
+    assert_eq!((tokens, cost), (50, 500_000));
+    app.stop().await;
+}
+
 on_both_backends!(
+    concurrent_duplicates_are_counted_once_across_months,
     duplicates_are_counted_once_and_the_window_is_enforced,
     a_bad_event_never_fails_the_others,
     inactive_orgs_refuse_usage_but_acknowledge_duplicates,

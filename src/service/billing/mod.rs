@@ -77,22 +77,3 @@ pub fn require_reason(v: &mut Violations, field: &str, reason: &str, max: usize)
     }
     trimmed.to_owned()
 }
-
-/// A use case not built yet: authorizes the organization named by `organization_id`,
-/// then answers UNIMPLEMENTED.
-macro_rules! unbuilt {
-    ($( $name:ident($req:ident -> $resp:ident); )*) => {
-        $(
-            #[allow(missing_docs)]
-            pub async fn $name(
-                ctx: crate::grpc::Ctx,
-                caller: crate::auth::Caller,
-                req: crate::proto::$req,
-            ) -> crate::error::Result<crate::proto::$resp> {
-                caller.authorize(&ctx.store, "organization_id", &req.organization_id).await?;
-                Err(crate::error::Error::Unimplemented(stringify!($name)))
-            }
-        )*
-    };
-}
-pub(crate) use unbuilt;
