@@ -64,3 +64,28 @@ impl Page {
         }
     }
 }
+
+/// [`Page::finish`] for lists in another order than by id: cuts `rows` (fetched with one
+/// row more than `size`) to the page and returns the next token, which carries the last
+/// row's sort key and id as given by `position`.
+pub(crate) fn finish_keyed<T>(
+    rows: &mut Vec<T>,
+    size: u64,
+    fingerprint: &str,
+    position: impl Fn(&T) -> (String, Uuid),
+) -> String {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let more = rows.len() > size;
+    rows.truncate(size);
+    match rows.last() {
+        Some(last) if more => {
+            let (key, id) = position(last);
+            paging::encode(&paging::Cursor {
+                q: fingerprint.to_owned(),
+                k: Some(key),
+                id: id.to_string(),
+            })
+        }
+        _ => String::new(),
+    }
+}

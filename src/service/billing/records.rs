@@ -22,7 +22,7 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::filtering::compare,
+    service::{filtering::compare, paging::finish_keyed},
     storage::entities::billing_records::{self, Column},
 };
 
@@ -263,16 +263,9 @@ pub async fn list_records(
         .limit(size + 1)
         .all(ctx.store.db())
         .await?;
-    let more = rows.len() as u64 > size;
-    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-    let next_page_token = match rows.last() {
-        Some(last) if more => paging::encode(&paging::Cursor {
-            q: fingerprint,
-            k: Some(key.key_of(last)),
-            id: last.id.to_string(),
-        }),
-        _ => String::new(),
-    };
+    let next_page_token = finish_keyed(&mut rows, size, &fingerprint, |last| {
+        (key.key_of(last), last.id)
+    });
     Ok(proto::ListBillingRecordsResponse {
         billing_records: rows.iter().map(|r| to_proto(r, currency)).collect(),
         next_page_token,

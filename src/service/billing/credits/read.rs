@@ -16,7 +16,7 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::Ctx,
     proto,
-    service::filtering::compare,
+    service::{filtering::compare, paging::finish_keyed},
     storage::entities::credit_transactions as txns,
 };
 
@@ -153,16 +153,9 @@ pub async fn list_transactions(
         .limit(size + 1)
         .all(ctx.store.db())
         .await?;
-    let more = rows.len() as u64 > size;
-    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-    let next_page_token = match rows.last() {
-        Some(last) if more => paging::encode(&paging::Cursor {
-            q: fingerprint,
-            k: Some(last.create_time.to_string()),
-            id: last.id.to_string(),
-        }),
-        _ => String::new(),
-    };
+    let next_page_token = finish_keyed(&mut rows, size, &fingerprint, |last| {
+        (last.create_time.to_string(), last.id)
+    });
     Ok(proto::ListTransactionsResponse {
         transactions: rows.iter().map(ledger::to_proto).collect(),
         next_page_token,

@@ -19,7 +19,7 @@ use crate::{
     error::{Result, Violations},
     grpc::Ctx,
     proto,
-    service::filtering::compare,
+    service::{filtering::compare, paging::finish_keyed},
     storage::entities::{invoice_lines, invoices},
 };
 
@@ -211,16 +211,9 @@ pub async fn list_invoices(
         .limit(size + 1)
         .all(ctx.store.db())
         .await?;
-    let more = rows.len() as u64 > size;
-    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-    let next_page_token = match rows.last() {
-        Some(last) if more => paging::encode(&paging::Cursor {
-            q: fingerprint,
-            k: Some(key.of(last).to_string()),
-            id: last.id.to_string(),
-        }),
-        _ => String::new(),
-    };
+    let next_page_token = finish_keyed(&mut rows, size, &fingerprint, |last| {
+        (key.of(last).to_string(), last.id)
+    });
     let mut lines: HashMap<Uuid, Vec<invoice_lines::Model>> = HashMap::new();
     for line in super::lines_of(ctx.store.db(), rows.iter().map(|r| r.id).collect()).await? {
         lines.entry(line.invoice_id).or_default().push(line);
