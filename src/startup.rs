@@ -7,8 +7,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
     auth::{
@@ -239,9 +238,14 @@ impl Application {
             .add_service(TenantTransferServiceServer::new(Transfers::new(
                 ctx.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
-                let _ = grpc_stop.wait_for(|stop| *stop).await;
-            });
+            // TCP_NODELAY: without it a response written in several segments waits for
+            // the peer's delayed ACK (~40 ms per call).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                async move {
+                    let _ = grpc_stop.wait_for(|stop| *stop).await;
+                },
+            );
 
         let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
         maintenance.abort();
