@@ -228,6 +228,18 @@ mod tests {
     }
 
     #[test]
+    fn a_million_micro_amounts_sum_to_exactly_one_unit() {
+        let one = crate::domain::money::to_micros(
+            crate::domain::money::parse_amount("0.000001", 6, false).unwrap(),
+        );
+        let total: i64 = (0..1_000_000).map(|_| one).sum();
+        assert_eq!(total, MICROS_PER_UNIT);
+        let shown = crate::domain::money::Money::from_micros(Currency::Usd, total);
+        assert_eq!(shown.amount_string(), "1.00");
+        assert_eq!(to_minor_units(total, Currency::Usd), 100);
+    }
+
+    #[test]
     fn percentages_have_fixed_places() {
         assert_eq!(percentage(12450, 50000, 1), "24.9");
         assert_eq!(percentage(8, 10, 1), "80.0");
