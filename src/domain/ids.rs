@@ -31,6 +31,8 @@ pub enum IdKind {
     Invoice,
     /// `brec_`: a billing record.
     BillingRecord,
+    /// `sub_`: a subscription.
+    Subscription,
 }
 
 impl IdKind {
@@ -48,6 +50,7 @@ impl IdKind {
             IdKind::Transaction => "txn",
             IdKind::Invoice => "inv",
             IdKind::BillingRecord => "brec",
+            IdKind::Subscription => "sub",
         }
     }
 }

@@ -1,7 +1,5 @@
 //! Invoices in proto form.
 
-use uuid::Uuid;
-
 use crate::{
     domain::{
         billing::{InvoiceStatus, LineKind, to_minor_units},
@@ -39,20 +37,6 @@ pub fn line_kind(kind: LineKind) -> proto::InvoiceLineKind {
     }
 }
 
-/// The `sub_…` form of a subscription id. `IdKind` has no subscription kind yet, so the
-/// TypeID is built with another kind's encoding and the prefix swapped.
-pub(super) fn subscription_ref(id: Uuid) -> String {
-    let encoded = ids::encode(IdKind::Invoice, id);
-    format!("sub{}", &encoded[IdKind::Invoice.prefix().len()..])
-}
-
-/// Parses a `sub_…` subscription id.
-pub(super) fn parse_subscription_ref(text: &str) -> Result<Uuid, String> {
-    text.strip_prefix("sub_")
-        .and_then(|rest| ids::decode(IdKind::Invoice, &format!("inv_{rest}")).ok())
-        .ok_or_else(|| "must be a subscription id: `sub_` and 26 base32 characters".into())
-}
-
 /// An invoice with its lines in proto form.
 pub fn to_proto(row: &invoices::Model, lines: &[invoice_lines::Model]) -> proto::Invoice {
     let currency = row.currency.parse().unwrap_or(Currency::Usd);
@@ -64,7 +48,7 @@ pub fn to_proto(row: &invoices::Model, lines: &[invoice_lines::Model]) -> proto:
         number: row.number.clone(),
         subscription_id: row
             .subscription_id
-            .map(subscription_ref)
+            .map(|id| ids::encode(IdKind::Subscription, id))
             .unwrap_or_default(),
         period_start: convert::timestamp(row.period_start),
         period_end: convert::timestamp(row.period_end),

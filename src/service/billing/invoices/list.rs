@@ -14,6 +14,7 @@ use crate::{
     domain::{
         billing::InvoiceStatus,
         filter::{self, Op},
+        ids::{self, IdKind},
         paging,
     },
     error::{Result, Violations},
@@ -121,7 +122,7 @@ fn apply_filter(
                     }
                 }
             }
-            "subscription_id" => match super::convert::parse_subscription_ref(value) {
+            "subscription_id" => match ids::decode(IdKind::Subscription, value) {
                 Ok(id) if term.op == Op::Eq => {
                     query.filter(invoices::Column::SubscriptionId.eq(id))
                 }

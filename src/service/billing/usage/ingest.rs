@@ -192,7 +192,7 @@ struct Crossing {
     limit: i64,
 }
 
-fn decide(snap: &mut Snapshot, v: &Valid, rules: &SpendRules) -> Result<Outcome, Refusal> {
+fn decide(snap: &Snapshot, v: &Valid, rules: &SpendRules) -> Result<Outcome, Refusal> {
     if snap.recorded.contains(&v.event_id) {
         return Ok(Outcome::Duplicate);
     }
@@ -258,7 +258,7 @@ async fn ingest(
     let mut touched: BTreeSet<(Uuid, String)> = BTreeSet::new();
     let mut crossings = Vec::new();
     for v in valid {
-        let outcome = match decide(&mut snap, v, &rules) {
+        let outcome = match decide(&snap, v, &rules) {
             Ok(Outcome::Accepted) => {
                 snap.recorded.insert(v.event_id.clone());
                 if let Some(counter) = snap.counters.get_mut(&v.month) {
