@@ -193,6 +193,7 @@ async fn a_bad_event_never_fails_the_others(backend: Backend) {
         euros,
         event("d", "agt_nonsense", M::Tokens, 1, "0.01"),
         event("e", &good.id, M::Conversations, 2, "0.50"),
+        event("b", &foreign.id, M::Tokens, 1, "0.01"),
     ];
     let response = batch(&app, &sys, &org.id, events).await;
     let shape: Vec<(u32, i32, String)> = response
@@ -210,6 +211,8 @@ async fn a_bad_event_never_fails_the_others(backend: Backend) {
         (6, S::Refused as i32, "INVALID_EVENT".into()),
         (7, S::Refused as i32, "INVALID_EVENT".into()),
         (8, S::Accepted as i32, String::new()),
+        // A repeat of a refused event is refused the same way, not a duplicate.
+        (9, S::Refused as i32, "UNKNOWN_AGENT".into()),
     ];
     assert_eq!(shape, expected);
     assert_eq!(
@@ -218,7 +221,7 @@ async fn a_bad_event_never_fails_the_others(backend: Backend) {
             response.duplicate_count,
             response.refused_count
         ),
-        (2, 2, 5)
+        (2, 2, 6)
     );
     let c = counters(&app, &org.id).await;
     assert_eq!(

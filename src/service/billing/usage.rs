@@ -17,7 +17,7 @@
 
 mod ingest;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use tonic::Code;
 
@@ -217,11 +217,18 @@ pub(crate) async fn record_events(
     let now = ctx.store.now();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
     let mut valid = Vec::with_capacity(events.len());
-    let mut seen = HashSet::with_capacity(events.len());
+    // First index of each valid event_id; later repeats share its fate.
+    let mut first: HashMap<String, usize> = HashMap::with_capacity(events.len());
+    let mut repeats = Vec::new();
     for (index, event) in events.iter().enumerate() {
         match check(event, index, currency, now) {
-            Ok(v) if !seen.insert(v.event_id.clone()) => outcomes[index] = Some(Outcome::Duplicate),
-            Ok(v) => valid.push(v),
+            Ok(v) => match first.get(&v.event_id) {
+                Some(&earlier) => repeats.push((index, earlier)),
+                None => {
+                    first.insert(v.event_id.clone(), index);
+                    valid.push(v);
+                }
+            },
             Err(refusal) => outcomes[index] = Some(Outcome::Refused(refusal)),
         }
     }
@@ -230,6 +237,13 @@ pub(crate) async fn record_events(
         for (index, outcome) in decided {
             outcomes[index] = Some(outcome);
         }
+    }
+    // A repeat is a duplicate of what was recorded, or refused like its first occurrence.
+    for (index, earlier) in repeats {
+        outcomes[index] = Some(match &outcomes[earlier] {
+            Some(Outcome::Refused(refusal)) => Outcome::Refused(refusal.clone()),
+            _ => Outcome::Duplicate,
+        });
     }
     Ok(events
         .iter()
