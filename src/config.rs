@@ -1,7 +1,9 @@
 //! Settings from flags and environment variables over defaults (12-factor).
 //! Secrets are wrapped so they never appear in logs or `Debug` output.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use crate::domain::plans::Catalogue;
 
 use clap::{Args, ValueEnum};
 
@@ -134,6 +136,21 @@ pub struct BillingArgs {
         default_value_t = 30
     )]
     pub invoice_payment_terms_days: u32,
+    /// Plan and add-on catalogue file (TOML, or YAML by extension); default: the
+    /// built-in catalogue (free, basic, pro, team, business, enterprise).
+    #[arg(long, env = "TENANTRY_CATALOGUE")]
+    pub catalogue: Option<PathBuf>,
+    /// Days a renewal invoice may stay unpaid before its subscription is PAST_DUE.
+    #[arg(long, env = "TENANTRY_SUBSCRIPTION_GRACE_DAYS", default_value_t = 7)]
+    pub subscription_grace_days: u32,
+    /// Seconds between runs of the renewal cycle inside the server (0 = never; run it
+    /// with `tenantry billing-cycle` instead).
+    #[arg(
+        long,
+        env = "TENANTRY_BILLING_CYCLE_INTERVAL_SECONDS",
+        default_value_t = 300
+    )]
+    pub billing_cycle_interval_seconds: u64,
 }
 
 /// Billing settings.
@@ -151,6 +168,12 @@ pub struct BillingSettings {
     pub credit_overdraft_micros: i64,
     /// Days from issue to due date.
     pub invoice_payment_terms_days: u32,
+    /// Plans and add-ons.
+    pub catalogue: Arc<Catalogue>,
+    /// Days an unpaid renewal invoice waits before the subscription is PAST_DUE.
+    pub subscription_grace_days: u32,
+    /// How often the server runs the renewal cycle; `None` = never.
+    pub billing_cycle_interval: Option<Duration>,
 }
 
 impl Default for BillingSettings {
@@ -162,6 +185,9 @@ impl Default for BillingSettings {
             stripe_webhook_secret: None,
             credit_overdraft_micros: 0,
             invoice_payment_terms_days: 30,
+            catalogue: Arc::new(Catalogue::builtin()),
+            subscription_grace_days: 7,
+            billing_cycle_interval: None,
         }
     }
 }
@@ -184,6 +210,13 @@ impl BillingArgs {
             stripe_webhook_secret: self.stripe_webhook_secret.clone().map(Secret::new),
             credit_overdraft_micros: crate::domain::money::to_micros(overdraft),
             invoice_payment_terms_days: self.invoice_payment_terms_days,
+            catalogue: Arc::new(match &self.catalogue {
+                Some(path) => Catalogue::load(path)?,
+                None => Catalogue::builtin(),
+            }),
+            subscription_grace_days: self.subscription_grace_days,
+            billing_cycle_interval: (self.billing_cycle_interval_seconds > 0)
+                .then(|| Duration::from_secs(self.billing_cycle_interval_seconds)),
         })
     }
 }

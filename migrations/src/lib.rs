@@ -15,6 +15,7 @@ mod m20261123_000003_members;
 mod m20261123_000004_audit_and_idempotency;
 mod m20261123_000005_root_organization;
 mod m20261123_000006_billing;
+mod m20261123_000007_subscriptions;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_audit_and_idempotency::Migration),
             Box::new(m20261123_000005_root_organization::Migration),
             Box::new(m20261123_000006_billing::Migration),
+            Box::new(m20261123_000007_subscriptions::Migration),
         ]
     }
 }

@@ -33,6 +33,10 @@ pub enum IdKind {
     BillingRecord,
     /// `sub_`: a subscription.
     Subscription,
+    /// `svcp_`: an add-on service purchase.
+    ServicePurchase,
+    /// `agr_`: a service agreement.
+    Agreement,
 }
 
 impl IdKind {
@@ -51,6 +55,8 @@ impl IdKind {
             IdKind::Invoice => "inv",
             IdKind::BillingRecord => "brec",
             IdKind::Subscription => "sub",
+            IdKind::ServicePurchase => "svcp",
+            IdKind::Agreement => "agr",
         }
     }
 }

@@ -9,4 +9,5 @@ pub mod org;
 pub mod paging;
 pub mod plans;
 pub mod slug;
+pub mod subscription;
 pub mod text;

@@ -1,9 +1,67 @@
-//! Built-in plan limits: what each plan id allows. The subscription issue turns this into
-//! a configurable catalogue with prices and feature flags; until then these defaults are
-//! the limits `GetUsage` reports.
+//! The plan and add-on catalogue: built-in defaults, or a TOML/YAML file given with
+//! `--catalogue` (checked at start; every problem is reported with its path in the
+//! file). Plan and add-on ids are catalogue keys such as `pro` or `priority_support`.
+//!
+//! File shape (TOML; YAML has the same keys):
+//!
+//! ```toml
+//! [[plans]]
+//! id = "pro"
+//! name = "Pro"
+//! tier_rank = 30            # unique; a higher rank is an upgrade
+//! description = "For growing teams"
+//! default_features = ["webhooks", "priority_support"]
+//! prices = { USD = { month = "29.00", year = "290.00" } }   # none = custom-priced
+//! limits = { max_agents = 10, max_logs_per_month = 50000 } # absent = unlimited
+//!
+//! [[addons]]
+//! id = "premium_ai_models"
+//! name = "Premium AI models"
+//! category = "ai_models"
+//! charge_type = "monthly"   # or "one_time"
+//! prices = { USD = "99.00" }
+//! terms = { version = "2026-01", title = "...", text = "...", url = "", effective_time = "2026-01-01T00:00:00Z" }
+//! ```
+//!
+//! The file is the whole plan list and must contain a `free` plan (organizations
+//! without a subscription are on it). When the file has no `addons` key the built-in
+//! add-ons stay; `addons = []` means none.
+
+use std::{collections::BTreeMap, path::Path, str::FromStr};
+
+use serde::Deserialize;
+
+use crate::domain::{
+    money::{self, Currency},
+    org::stored_enum,
+};
+
+/// The plan every organization without a live subscription is on.
+pub const FREE_PLAN: &str = "free";
+
+stored_enum! {
+    /// How often a subscription renews.
+    Interval { Month => "MONTH", Year => "YEAR" }
+}
+
+impl Interval {
+    /// Months in one period.
+    pub fn months(self) -> u32 {
+        match self {
+            Interval::Month => 1,
+            Interval::Year => 12,
+        }
+    }
+}
+
+stored_enum! {
+    /// How an add-on is charged.
+    ChargeType { OneTime => "ONE_TIME", Monthly => "MONTHLY" }
+}
 
 /// Limits of a plan; `None` = unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlanLimits {
     /// Agents assigned at once.
     pub max_agents: Option<i64>,
@@ -11,33 +69,715 @@ pub struct PlanLimits {
     pub max_logs_per_month: Option<i64>,
     /// Days logs are kept.
     pub log_retention_days: Option<i64>,
-    /// Members of the organization.
+    /// Members of the organization, owner included.
     pub max_team_members: Option<i64>,
-    /// Organizations an account (agency) may have.
+    /// Organizations an account may have (an agency's tenants; a user's own orgs).
     pub max_organizations: Option<i64>,
 }
 
-/// The built-in limits of a plan id (unknown ids get the free plan's).
-pub fn builtin_limits(plan: &str) -> PlanLimits {
-    let l = |agents, logs, retention, members, orgs| PlanLimits {
-        max_agents: Some(agents),
-        max_logs_per_month: Some(logs),
-        log_retention_days: Some(retention),
-        max_team_members: Some(members),
-        max_organizations: Some(orgs),
+impl PlanLimits {
+    /// No limit at all (the root organization).
+    pub const UNLIMITED: PlanLimits = PlanLimits {
+        max_agents: None,
+        max_logs_per_month: None,
+        log_retention_days: None,
+        max_team_members: None,
+        max_organizations: None,
     };
-    match plan {
-        "basic" => l(3, 10_000, 14, 3, 1),
-        "pro" => l(10, 50_000, 30, 5, 3),
-        "team" => l(25, 200_000, 90, 20, 10),
-        "business" => l(50, 1_000_000, 180, 50, 50),
-        "enterprise" => PlanLimits {
-            max_agents: None,
-            max_logs_per_month: None,
-            log_retention_days: Some(365),
-            max_team_members: None,
-            max_organizations: None,
-        },
-        _ => l(1, 1_000, 7, 1, 1),
+}
+
+/// A plan's recurring price for one currency and interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanPrice {
+    /// Currency.
+    pub currency: Currency,
+    /// Interval.
+    pub interval: Interval,
+    /// Price per interval, micro-units (a whole number of minor units).
+    pub micros: i64,
+}
+
+/// A plan of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Catalogue key.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Order of plans: a higher rank is an upgrade; unique.
+    pub tier_rank: i32,
+    /// Description.
+    pub description: String,
+    /// Prices (empty for custom-priced plans).
+    pub prices: Vec<PlanPrice>,
+    /// Limits.
+    pub limits: PlanLimits,
+    /// Feature flags granted by default, sorted.
+    pub default_features: Vec<String>,
+}
+
+impl Plan {
+    /// The price for `currency` and `interval`, micro-units; `None` when the plan is not
+    /// sold that way.
+    pub fn price(&self, currency: Currency, interval: Interval) -> Option<i64> {
+        self.prices
+            .iter()
+            .find(|p| p.currency == currency && p.interval == interval)
+            .map(|p| p.micros)
+    }
+
+    /// Whether the plan has any price in `currency`.
+    pub fn priced_in(&self, currency: Currency) -> bool {
+        self.prices.iter().any(|p| p.currency == currency)
+    }
+}
+
+/// A service's terms at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// Version, e.g. "2026-01".
+    pub version: String,
+    /// Title.
+    pub title: String,
+    /// Full text.
+    pub text: String,
+    /// Where published (may be empty).
+    pub url: String,
+    /// Since when this version applies, micros.
+    pub effective_time: i64,
+}
+
+/// An add-on service of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addon {
+    /// Catalogue key.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Category, e.g. "support".
+    pub category: String,
+    /// Description.
+    pub description: String,
+    /// Unit price per currency, micro-units.
+    pub prices: Vec<(Currency, i64)>,
+    /// One-time or monthly.
+    pub charge_type: ChargeType,
+    /// Terms to accept before purchase, if any.
+    pub terms: Option<Terms>,
+}
+
+impl Addon {
+    /// The unit price in `currency`, micro-units.
+    pub fn price(&self, currency: Currency) -> Option<i64> {
+        self.prices
+            .iter()
+            .find(|(c, _)| *c == currency)
+            .map(|(_, m)| *m)
+    }
+}
+
+/// The catalogue: plans by ascending tier rank, add-ons by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalogue {
+    /// Plans by ascending tier rank.
+    pub plans: Vec<Plan>,
+    /// Add-on services by id.
+    pub addons: Vec<Addon>,
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Catalogue::builtin()
+    }
+}
+
+impl Catalogue {
+    /// A plan by id.
+    pub fn plan(&self, id: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.id == id)
+    }
+
+    /// The free plan (always present).
+    pub fn free(&self) -> &Plan {
+        self.plan(FREE_PLAN).unwrap_or(&self.plans[0])
+    }
+
+    /// An add-on by id.
+    pub fn addon(&self, id: &str) -> Option<&Addon> {
+        self.addons.iter().find(|a| a.id == id)
+    }
+
+    /// The limits of plan `id` (the free plan's for an unknown id).
+    pub fn limits(&self, id: &str) -> PlanLimits {
+        self.plan(id).unwrap_or_else(|| self.free()).limits
+    }
+
+    /// The built-in catalogue.
+    pub fn builtin() -> Catalogue {
+        let file: CatalogueFile = match toml::from_str(BUILTIN) {
+            Ok(file) => file,
+            Err(e) => unreachable!("the built-in catalogue parses: {e}"),
+        };
+        match file.check() {
+            Ok(catalogue) => catalogue,
+            Err(e) => unreachable!("the built-in catalogue is valid: {e}"),
+        }
+    }
+
+    /// Loads and checks a catalogue file (`.toml`, `.yaml` or `.yml`).
+    pub fn load(path: &Path) -> Result<Catalogue, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("catalogue {}: {e}", path.display()))?;
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        Catalogue::parse(&text, yaml).map_err(|e| format!("catalogue {}: {e}", path.display()))
+    }
+
+    /// Parses and checks catalogue text (TOML, or YAML when `yaml`).
+    pub fn parse(text: &str, yaml: bool) -> Result<Catalogue, String> {
+        let file: CatalogueFile = if yaml {
+            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+        } else {
+            toml::from_str(text).map_err(|e| e.to_string())?
+        };
+        file.check()
+    }
+}
+
+/// Per-organization feature flag overrides, stored as a JSON object flag → enabled.
+pub type Overrides = BTreeMap<String, bool>;
+
+/// Reads stored overrides (an unreadable value counts as none).
+pub fn parse_overrides(json: &str) -> Overrides {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Effective flags: the plan's defaults, plus overrides that add a flag, minus
+/// overrides that remove one; sorted.
+pub fn effective_features(defaults: &[String], overrides: &Overrides) -> Vec<String> {
+    let mut flags: std::collections::BTreeSet<String> = defaults.iter().cloned().collect();
+    for (flag, enabled) in overrides {
+        if *enabled {
+            flags.insert(flag.clone());
+        } else {
+            flags.remove(flag);
+        }
+    }
+    flags.into_iter().collect()
+}
+
+// ---------------------------------------------------------------------------
+// The file format and its checks
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueFile {
+    plans: Vec<PlanFile>,
+    addons: Option<Vec<AddonFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    id: String,
+    name: String,
+    tier_rank: i32,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    prices: BTreeMap<String, PriceFile>,
+    #[serde(default)]
+    limits: PlanLimits,
+    #[serde(default)]
+    default_features: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceFile {
+    month: Option<String>,
+    year: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddonFile {
+    id: String,
+    name: String,
+    category: String,
+    #[serde(default)]
+    description: String,
+    prices: BTreeMap<String, String>,
+    charge_type: String,
+    terms: Option<TermsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TermsFile {
+    version: String,
+    title: String,
+    text: String,
+    #[serde(default)]
+    url: String,
+    effective_time: Option<String>,
+}
+
+/// Collected problems, each `path: message`.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, path: impl std::fmt::Display, message: impl std::fmt::Display) {
+        self.0.push(format!("{path}: {message}"));
+    }
+}
+
+fn check_key(p: &mut Problems, path: &str, key: &str) {
+    let ok = !key.is_empty()
+        && key.len() <= 64
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        p.add(path, format!("{key:?} must match ^[a-z][a-z0-9_]{{0,63}}$"));
+    }
+}
+
+fn check_text(p: &mut Problems, path: &str, text: &str, max: usize, required: bool) {
+    if required && text.trim().is_empty() {
+        p.add(path, "is required");
+    } else if text.chars().count() > max {
+        p.add(path, format!("must be at most {max} characters"));
+    }
+}
+
+/// An amount of `currency`: at least zero (more than zero unless `zero_ok`), with at
+/// most the currency's minor digits.
+fn amount(p: &mut Problems, path: &str, text: &str, currency: Currency, zero_ok: bool) -> i64 {
+    match money::parse_amount(text, currency.minor_digits(), false) {
+        Ok(value) if value.is_zero() && !zero_ok => {
+            p.add(path, "must be more than zero");
+            0
+        }
+        Ok(value) => money::to_micros(value),
+        Err(e) => {
+            p.add(path, format!("{text:?} {e}"));
+            0
+        }
+    }
+}
+
+fn currency(p: &mut Problems, path: &str, code: &str) -> Option<Currency> {
+    match Currency::from_str(code) {
+        Ok(c) => Some(c),
+        Err(_) => {
+            p.add(path, format!("unknown currency {code:?}"));
+            None
+        }
+    }
+}
+
+impl PlanFile {
+    fn check(self, p: &mut Problems, at: &str) -> Plan {
+        check_key(p, &format!("{at}.id"), &self.id);
+        check_text(p, &format!("{at}.name"), &self.name, 100, true);
+        check_text(
+            p,
+            &format!("{at}.description"),
+            &self.description,
+            1000,
+            false,
+        );
+        let mut prices = Vec::new();
+        for (code, price) in &self.prices {
+            let path = format!("{at}.prices.{code}");
+            let Some(cur) = currency(p, &path, code) else {
+                continue;
+            };
+            if price.month.is_none() && price.year.is_none() {
+                p.add(&path, "needs a month or a year price");
+            }
+            for (interval, text) in [
+                (Interval::Month, &price.month),
+                (Interval::Year, &price.year),
+            ] {
+                if let Some(text) = text {
+                    let field = format!("{path}.{}", interval.as_str().to_lowercase());
+                    prices.push(PlanPrice {
+                        currency: cur,
+                        interval,
+                        micros: amount(p, &field, text, cur, true),
+                    });
+                }
+            }
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("max_agents", l.max_agents),
+            ("max_logs_per_month", l.max_logs_per_month),
+            ("log_retention_days", l.log_retention_days),
+            ("max_team_members", l.max_team_members),
+            ("max_organizations", l.max_organizations),
+        ] {
+            if value.is_some_and(|v| !(0..=i64::from(i32::MAX)).contains(&v)) {
+                p.add(format!("{at}.limits.{name}"), "must be 0 to 2147483647");
+            }
+        }
+        let mut features = self.default_features.clone();
+        for (i, flag) in features.iter().enumerate() {
+            check_flag(p, &format!("{at}.default_features[{i}]"), flag);
+        }
+        features.sort();
+        features.dedup();
+        Plan {
+            id: self.id,
+            name: self.name.trim().to_owned(),
+            tier_rank: self.tier_rank,
+            description: self.description,
+            prices,
+            limits: self.limits,
+            default_features: features,
+        }
+    }
+}
+
+/// Checks a feature flag name: `^[a-z][a-z0-9_.-]{0,63}$`.
+pub fn flag_problem(flag: &str) -> Option<&'static str> {
+    let ok = !flag.is_empty()
+        && flag.len() <= 64
+        && flag.starts_with(|c: char| c.is_ascii_lowercase())
+        && flag
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+    (!ok).then_some("must match ^[a-z][a-z0-9_.-]{0,63}$")
+}
+
+fn check_flag(p: &mut Problems, path: &str, flag: &str) {
+    if let Some(problem) = flag_problem(flag) {
+        p.add(path, format!("{flag:?} {problem}"));
+    }
+}
+
+impl AddonFile {
+    fn check(self, p: &mut Problems, at: &str) -> Addon {
+        check_key(p, &format!("{at}.id"), &self.id);
+        check_text(p, &format!("{at}.name"), &self.name, 200, true);
+        check_key(p, &format!("{at}.category"), &self.category);
+        check_text(
+            p,
+            &format!("{at}.description"),
+            &self.description,
+            1000,
+            false,
+        );
+        let charge_type = match self.charge_type.to_ascii_uppercase().as_str() {
+            "ONE_TIME" => ChargeType::OneTime,
+            "MONTHLY" => ChargeType::Monthly,
+            other => {
+                p.add(
+                    format!("{at}.charge_type"),
+                    format!("{other:?} must be one_time or monthly"),
+                );
+                ChargeType::OneTime
+            }
+        };
+        if self.prices.is_empty() {
+            p.add(format!("{at}.prices"), "needs at least one currency");
+        }
+        let mut prices = Vec::new();
+        for (code, text) in &self.prices {
+            let path = format!("{at}.prices.{code}");
+            if let Some(cur) = currency(p, &path, code) {
+                prices.push((cur, amount(p, &path, text, cur, false)));
+            }
+        }
+        let terms = self.terms.map(|t| {
+            let path = format!("{at}.terms");
+            check_text(p, &format!("{path}.version"), &t.version, 64, true);
+            check_text(p, &format!("{path}.title"), &t.title, 200, true);
+            check_text(p, &format!("{path}.text"), &t.text, 100_000, true);
+            check_text(p, &format!("{path}.url"), &t.url, 2000, false);
+            let effective_time = match &t.effective_time {
+                None => 0,
+                Some(text) => match chrono::DateTime::parse_from_rfc3339(text) {
+                    Ok(at) => at.timestamp_micros(),
+                    Err(e) => {
+                        p.add(format!("{path}.effective_time"), format!("{text:?}: {e}"));
+                        0
+                    }
+                },
+            };
+            Terms {
+                version: t.version.trim().to_owned(),
+                title: t.title,
+                text: t.text,
+                url: t.url,
+                effective_time,
+            }
+        });
+        Addon {
+            id: self.id,
+            name: self.name.trim().to_owned(),
+            category: self.category,
+            description: self.description,
+            prices,
+            charge_type,
+            terms,
+        }
+    }
+}
+
+impl CatalogueFile {
+    fn check(self) -> Result<Catalogue, String> {
+        let mut p = Problems::default();
+        if self.plans.is_empty() {
+            p.add("plans", "needs at least one plan");
+        }
+        let mut plans: Vec<Plan> = self
+            .plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, plan)| plan.check(&mut p, &format!("plans[{i}]")))
+            .collect();
+        for (i, plan) in plans.iter().enumerate() {
+            if plans[..i].iter().any(|o| o.id == plan.id) {
+                p.add(
+                    format!("plans[{i}].id"),
+                    format!("{:?} appears twice", plan.id),
+                );
+            }
+            if plans[..i].iter().any(|o| o.tier_rank == plan.tier_rank) {
+                p.add(
+                    format!("plans[{i}].tier_rank"),
+                    format!("{} is used by another plan", plan.tier_rank),
+                );
+            }
+        }
+        if !plans.iter().any(|plan| plan.id == FREE_PLAN) {
+            p.add("plans", "needs a plan with id \"free\"");
+        }
+        let addons = match self.addons {
+            None => builtin_addons(),
+            Some(list) => {
+                let addons: Vec<Addon> = list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| a.check(&mut p, &format!("addons[{i}]")))
+                    .collect();
+                for (i, addon) in addons.iter().enumerate() {
+                    if addons[..i].iter().any(|o| o.id == addon.id) {
+                        p.add(
+                            format!("addons[{i}].id"),
+                            format!("{:?} appears twice", addon.id),
+                        );
+                    }
+                }
+                addons
+            }
+        };
+        if !p.0.is_empty() {
+            return Err(p.0.join("; "));
+        }
+        plans.sort_by_key(|plan| plan.tier_rank);
+        let mut addons = addons;
+        addons.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Catalogue { plans, addons })
+    }
+}
+
+fn builtin_addons() -> Vec<Addon> {
+    Catalogue::builtin().addons
+}
+
+/// The built-in catalogue, in the file format.
+const BUILTIN: &str = r#"
+[[plans]]
+id = "free"
+name = "Free"
+tier_rank = 0
+description = "For trying things out"
+default_features = ["basic_analytics"]
+limits = { max_agents = 1, max_logs_per_month = 1000, log_retention_days = 7, max_team_members = 1, max_organizations = 1 }
+[plans.prices]
+USD = { month = "0", year = "0" }
+EUR = { month = "0", year = "0" }
+GBP = { month = "0", year = "0" }
+NGN = { month = "0", year = "0" }
+CAD = { month = "0", year = "0" }
+AUD = { month = "0", year = "0" }
+
+[[plans]]
+id = "basic"
+name = "Basic"
+tier_rank = 10
+description = "For individuals"
+default_features = ["basic_analytics", "webhooks"]
+limits = { max_agents = 3, max_logs_per_month = 10000, log_retention_days = 14, max_team_members = 3, max_organizations = 1 }
+[plans.prices]
+USD = { month = "9.00", year = "90.00" }
+EUR = { month = "9.00", year = "90.00" }
+GBP = { month = "8.00", year = "80.00" }
+NGN = { month = "14000.00", year = "140000.00" }
+CAD = { month = "12.00", year = "120.00" }
+AUD = { month = "14.00", year = "140.00" }
+
+[[plans]]
+id = "pro"
+name = "Pro"
+tier_rank = 20
+description = "For growing teams"
+default_features = ["advanced_permissions", "approval_workflows", "basic_analytics", "priority_support", "webhooks"]
+limits = { max_agents = 10, max_logs_per_month = 50000, log_retention_days = 30, max_team_members = 5, max_organizations = 3 }
+[plans.prices]
+USD = { month = "29.00", year = "290.00" }
+EUR = { month = "27.00", year = "270.00" }
+GBP = { month = "23.00", year = "230.00" }
+NGN = { month = "45000.00", year = "450000.00" }
+CAD = { month = "39.00", year = "390.00" }
+AUD = { month = "44.00", year = "440.00" }
+
+[[plans]]
+id = "team"
+name = "Team"
+tier_rank = 30
+description = "For teams running many agents"
+default_features = ["advanced_permissions", "approval_workflows", "automation", "basic_analytics", "multi_site", "priority_support", "webhooks"]
+limits = { max_agents = 25, max_logs_per_month = 200000, log_retention_days = 90, max_team_members = 20, max_organizations = 10 }
+[plans.prices]
+USD = { month = "79.00", year = "790.00" }
+EUR = { month = "73.00", year = "730.00" }
+GBP = { month = "63.00", year = "630.00" }
+NGN = { month = "120000.00", year = "1200000.00" }
+CAD = { month = "107.00", year = "1070.00" }
+AUD = { month = "119.00", year = "1190.00" }
+
+[[plans]]
+id = "business"
+name = "Business"
+tier_rank = 40
+description = "For businesses and agencies"
+default_features = ["advanced_permissions", "approval_workflows", "audit_export", "automation", "basic_analytics", "multi_site", "priority_support", "sso", "webhooks"]
+limits = { max_agents = 50, max_logs_per_month = 1000000, log_retention_days = 180, max_team_members = 50, max_organizations = 50 }
+[plans.prices]
+USD = { month = "199.00", year = "1990.00" }
+EUR = { month = "185.00", year = "1850.00" }
+GBP = { month = "159.00", year = "1590.00" }
+NGN = { month = "300000.00", year = "3000000.00" }
+CAD = { month = "269.00", year = "2690.00" }
+AUD = { month = "299.00", year = "2990.00" }
+
+[[plans]]
+id = "enterprise"
+name = "Enterprise"
+tier_rank = 50
+description = "Custom pricing, unlimited agents and dedicated support"
+default_features = ["advanced_permissions", "approval_workflows", "audit_export", "automation", "basic_analytics", "custom_contracts", "dedicated_support", "multi_site", "priority_support", "sso", "webhooks"]
+limits = { log_retention_days = 365 }
+
+[[addons]]
+id = "priority_support"
+name = "Priority support"
+category = "support"
+description = "Responses within four business hours"
+charge_type = "monthly"
+prices = { USD = "49.00", EUR = "45.00", GBP = "39.00", NGN = "75000.00", CAD = "66.00", AUD = "74.00" }
+
+[[addons]]
+id = "dedicated_success_manager"
+name = "Dedicated success manager"
+category = "support"
+description = "A named manager for onboarding and reviews"
+charge_type = "monthly"
+prices = { USD = "499.00", EUR = "460.00", GBP = "399.00", CAD = "675.00", AUD = "749.00" }
+
+[[addons]]
+id = "extra_storage_100gb"
+name = "Extra storage (100 GB)"
+category = "storage"
+description = "100 GB more for logs and recordings"
+charge_type = "monthly"
+prices = { USD = "10.00", EUR = "9.00", GBP = "8.00", NGN = "15000.00", CAD = "13.50", AUD = "15.00" }
+
+[[addons]]
+id = "premium_domain"
+name = "Premium domain registration"
+category = "domains"
+description = "One premium domain registered for a year"
+charge_type = "one_time"
+prices = { USD = "25.00", EUR = "23.00", GBP = "20.00", NGN = "38000.00", CAD = "34.00", AUD = "38.00" }
+
+[[addons]]
+id = "premium_ai_models"
+name = "Premium AI models"
+category = "ai_models"
+description = "Access to premium models under their own licence"
+charge_type = "monthly"
+prices = { USD = "99.00", EUR = "92.00", GBP = "79.00", NGN = "150000.00", CAD = "134.00", AUD = "149.00" }
+terms = { version = "2026-01", title = "Premium AI models licence", text = "Use of premium models is subject to the model providers' licence terms: no use for training competing models, no unlawful content, usage is metered and billed monthly.", url = "", effective_time = "2026-01-01T00:00:00Z" }
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_catalogue_has_the_six_plans_by_rank() {
+        let c = Catalogue::builtin();
+        let ids: Vec<&str> = c.plans.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["free", "basic", "pro", "team", "business", "enterprise"]
+        );
+        let pro = c.plan("pro").expect("pro");
+        assert_eq!(pro.price(Currency::Usd, Interval::Month), Some(29_000_000));
+        assert_eq!(pro.limits.max_agents, Some(10));
+        assert_eq!(c.plan("enterprise").map(|p| p.prices.len()), Some(0));
+        assert!(
+            c.addon("premium_ai_models")
+                .is_some_and(|a| a.terms.is_some())
+        );
+    }
+
+    #[test]
+    fn a_bad_file_reports_every_problem_with_its_path() {
+        let text = r#"
+[[plans]]
+id = "Pro"
+name = ""
+tier_rank = 1
+prices = { USD = { month = "9.999" }, XYZ = { month = "1" } }
+limits = { max_agents = -1 }
+[[plans]]
+id = "basic"
+name = "Basic"
+tier_rank = 1
+"#;
+        let err = Catalogue::parse(text, false).expect_err("invalid");
+        for needle in [
+            "plans[0].id",
+            "plans[0].name: is required",
+            "plans[0].prices.USD.month",
+            "unknown currency \"XYZ\"",
+            "plans[0].limits.max_agents",
+            "plans[1].tier_rank: 1 is used",
+            "needs a plan with id \"free\"",
+        ] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
+    }
+
+    #[test]
+    fn yaml_and_toml_read_the_same() {
+        let yaml = "plans:\n  - id: free\n    name: Free\n    tier_rank: 0\n    prices: { USD: { month: \"0\" } }\naddons: []\n";
+        let c = Catalogue::parse(yaml, true).expect("yaml");
+        assert_eq!(c.plans.len(), 1);
+        assert!(c.addons.is_empty());
+        let toml = "addons = []\n[[plans]]\nid = \"free\"\nname = \"Free\"\ntier_rank = 0\nprices = { USD = { month = \"0\" } }\n";
+        assert_eq!(Catalogue::parse(toml, false).expect("toml"), c);
     }
 }

@@ -10,6 +10,7 @@ use crate::{
         org::{
             AddressKind, AgentStatus, InvitationStatus, MemberRole, OrgKind, OrgStatus, SpendAction,
         },
+        plans::{self, Catalogue},
     },
     proto,
     storage::entities::{
@@ -50,7 +51,13 @@ pub fn money(value: Money) -> proto::Money {
 }
 
 /// An organization in proto form.
-pub fn organization(org: &organizations::Model, agent_count: u64) -> proto::Organization {
+/// An organization as the API shows it; `features` are its effective flags under
+/// `catalogue`.
+pub fn organization(
+    catalogue: &Catalogue,
+    org: &organizations::Model,
+    agent_count: u64,
+) -> proto::Organization {
     let currency = org_currency(org);
     let thresholds: Vec<u32> = serde_json::from_str(&org.alert_thresholds).unwrap_or_default();
     let emails: Vec<String> = serde_json::from_str(&org.alert_emails).unwrap_or_default();
@@ -85,7 +92,13 @@ pub fn organization(org: &organizations::Model, agent_count: u64) -> proto::Orga
             action_at_100: spend_action(org.alert_action.parse().unwrap_or(SpendAction::NotifyOnly))
                 as i32,
         }),
-        features: Vec::new(),
+        features: plans::effective_features(
+            &catalogue
+                .plan(&org.plan)
+                .unwrap_or_else(|| catalogue.free())
+                .default_features,
+            &plans::parse_overrides(&org.feature_overrides),
+        ),
         agent_count: i32::try_from(agent_count).unwrap_or(i32::MAX),
         deactivation_reason: org.deactivation_reason.clone(),
         create_time: timestamp(org.create_time),

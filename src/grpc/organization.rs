@@ -8,11 +8,10 @@ use tonic::{Request, Response, Status};
 use crate::{
     grpc::{Ctx, caller_of, delegate, pending, pending_rpcs},
     proto::{self, organization_service_server::OrganizationService},
-    service::{agents, audit_log, members, orgs, profile, signups},
+    service::{agents, audit_log, members, orgs, profile, signups, subscriptions},
 };
 
 /// Feature flags and account lifecycle arrive with subscriptions.
-const SUBSCRIPTIONS: &str = "feature flags and account lifecycle (subscriptions)";
 /// Webhook endpoints and event streams arrive with the events issue.
 const EVENTS: &str = "webhook endpoints and event streams (events)";
 
@@ -78,13 +77,11 @@ impl OrganizationService for Organizations {
         validate_signup(ValidateSignupRequest -> ValidateSignupResponse) => signups::validate;
 
         list_audit_events(ListAuditEventsRequest -> ListAuditEventsResponse) => audit_log::list;
-    }
 
-    pending_rpcs! { SUBSCRIPTIONS;
-        set_feature_flag(SetFeatureFlagRequest -> SetFeatureFlagResponse) [organization_id];
-        clear_feature_flag(ClearFeatureFlagRequest -> ClearFeatureFlagResponse) [organization_id];
-        cancel_account(CancelAccountRequest -> CancelAccountResponse) [organization_id];
-        reactivate_account(ReactivateAccountRequest -> ReactivateAccountResponse) [organization_id];
+        set_feature_flag(SetFeatureFlagRequest -> SetFeatureFlagResponse) => subscriptions::features::set_feature_flag;
+        clear_feature_flag(ClearFeatureFlagRequest -> ClearFeatureFlagResponse) => subscriptions::features::clear_feature_flag;
+        cancel_account(CancelAccountRequest -> CancelAccountResponse) => subscriptions::account::cancel_account;
+        reactivate_account(ReactivateAccountRequest -> ReactivateAccountResponse) => subscriptions::account::reactivate_account;
     }
 
     pending_rpcs! { EVENTS;

@@ -1,13 +1,10 @@
-//! SubscriptionService adapter. Plans, subscriptions, renewals, add-ons and agreements
-//! arrive with the subscriptions issue; until then every RPC checks its caller and
-//! answers UNIMPLEMENTED.
+//! SubscriptionService adapter: plans, subscriptions, renewals, add-ons and agreements.
 
 use crate::{
-    grpc::{Ctx, pending_rpcs},
+    grpc::{Ctx, delegate},
     proto::subscription_service_server::SubscriptionService,
+    service::subscriptions::{addons, agreements, change, cycle, lifecycle, plans, read},
 };
-
-const CAPABILITY: &str = "subscriptions (plans, lifecycle, renewals, add-ons, agreements)";
 
 /// The SubscriptionService.
 #[derive(Debug, Clone)]
@@ -24,25 +21,25 @@ impl Subscriptions {
 
 #[tonic::async_trait]
 impl SubscriptionService for Subscriptions {
-    pending_rpcs! { CAPABILITY;
-        list_plans(ListPlansRequest -> ListPlansResponse) [];
-        get_plan(GetPlanRequest -> GetPlanResponse) [];
-        get_subscription(GetSubscriptionRequest -> GetSubscriptionResponse) [organization_id];
-        create_subscription(CreateSubscriptionRequest -> CreateSubscriptionResponse) [organization_id];
-        preview_plan_change(PreviewPlanChangeRequest -> PreviewPlanChangeResponse) [organization_id];
-        change_plan(ChangePlanRequest -> ChangePlanResponse) [organization_id];
-        cancel_subscription(CancelSubscriptionRequest -> CancelSubscriptionResponse) [organization_id];
-        resume_subscription(ResumeSubscriptionRequest -> ResumeSubscriptionResponse) [organization_id];
-        admin_update_subscription(AdminUpdateSubscriptionRequest -> AdminUpdateSubscriptionResponse) [organization_id];
-        run_billing_cycle(RunBillingCycleRequest -> RunBillingCycleResponse) [organization_id];
-        list_addon_services(ListAddonServicesRequest -> ListAddonServicesResponse) [];
-        get_service_pricing(GetServicePricingRequest -> GetServicePricingResponse) [organization_id];
-        purchase_service(PurchaseServiceRequest -> PurchaseServiceResponse) [organization_id];
-        complete_service_purchase(CompleteServicePurchaseRequest -> CompleteServicePurchaseResponse) [organization_id];
-        list_purchased_services(ListPurchasedServicesRequest -> ListPurchasedServicesResponse) [organization_id];
-        get_agreement(GetAgreementRequest -> GetAgreementResponse) [organization_id];
-        accept_agreement(AcceptAgreementRequest -> AcceptAgreementResponse) [organization_id];
-        list_agreements(ListAgreementsRequest -> ListAgreementsResponse) [organization_id];
-        revoke_agreement(RevokeAgreementRequest -> RevokeAgreementResponse) [organization_id];
+    delegate! {
+        list_plans(ListPlansRequest -> ListPlansResponse) => plans::list_plans;
+        get_plan(GetPlanRequest -> GetPlanResponse) => plans::get_plan;
+        get_subscription(GetSubscriptionRequest -> GetSubscriptionResponse) => read::get_subscription;
+        create_subscription(CreateSubscriptionRequest -> CreateSubscriptionResponse) => lifecycle::create_subscription;
+        preview_plan_change(PreviewPlanChangeRequest -> PreviewPlanChangeResponse) => change::preview_plan_change;
+        change_plan(ChangePlanRequest -> ChangePlanResponse) => change::change_plan;
+        cancel_subscription(CancelSubscriptionRequest -> CancelSubscriptionResponse) => lifecycle::cancel_subscription;
+        resume_subscription(ResumeSubscriptionRequest -> ResumeSubscriptionResponse) => lifecycle::resume_subscription;
+        admin_update_subscription(AdminUpdateSubscriptionRequest -> AdminUpdateSubscriptionResponse) => lifecycle::admin_update_subscription;
+        run_billing_cycle(RunBillingCycleRequest -> RunBillingCycleResponse) => cycle::run_billing_cycle;
+        list_addon_services(ListAddonServicesRequest -> ListAddonServicesResponse) => plans::list_addon_services;
+        get_service_pricing(GetServicePricingRequest -> GetServicePricingResponse) => addons::get_service_pricing;
+        purchase_service(PurchaseServiceRequest -> PurchaseServiceResponse) => addons::purchase_service;
+        complete_service_purchase(CompleteServicePurchaseRequest -> CompleteServicePurchaseResponse) => addons::complete_service_purchase;
+        list_purchased_services(ListPurchasedServicesRequest -> ListPurchasedServicesResponse) => addons::list_purchased_services;
+        get_agreement(GetAgreementRequest -> GetAgreementResponse) => agreements::get_agreement;
+        accept_agreement(AcceptAgreementRequest -> AcceptAgreementResponse) => agreements::accept_agreement;
+        list_agreements(ListAgreementsRequest -> ListAgreementsResponse) => agreements::list_agreements;
+        revoke_agreement(RevokeAgreementRequest -> RevokeAgreementResponse) => agreements::revoke_agreement;
     }
 }

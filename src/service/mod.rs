@@ -12,6 +12,7 @@ pub mod orgs;
 mod paging;
 pub mod profile;
 pub mod signups;
+pub mod subscriptions;
 
 use prost::Message;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};

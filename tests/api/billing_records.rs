@@ -201,6 +201,7 @@ async fn insert_record(
         cost_micros: Set(cost_micros),
         revenue_micros: Set(revenue_micros),
         custom_rate: Set(false),
+        invoice_id: Set(None),
         create_time: Set(0),
         update_time: Set(0),
     }

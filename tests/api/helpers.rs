@@ -3,12 +3,13 @@
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sea_orm::{ConnectionTrait, Database};
 use tenantry::{
     auth::jwt::{self, MintClaims},
     config::Settings,
+    domain::clock::{Clock, SystemClock},
     proto::{
         billing_service_client::BillingServiceClient,
         organization_service_client::OrganizationServiceClient,
@@ -108,6 +109,15 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
+        Self::spawn_with_clock(backend, Arc::new(SystemClock), adjust).await
+    }
+
+    /// Starts a server on an injected clock (e.g. a `FixedClock`) with adjusted settings.
+    pub async fn spawn_with_clock(
+        backend: Backend,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (url, postgres) = match backend {
             Backend::Sqlite => (
@@ -122,7 +132,7 @@ impl TestApp {
         };
         let mut settings = Settings::local(url, SECRET);
         adjust(&mut settings);
-        let app = Application::build(settings)
+        let app = Application::build_with_clock(settings, clock)
             .await
             .expect("build application");
         let grpc_port = app.grpc_port();

@@ -2,13 +2,17 @@
 //! the same suite on SQLite (always) and PostgreSQL (when `TENANTRY_TEST_DATABASE_URL`
 //! is set; CI always sets it).
 
+mod accounts;
+mod addons;
 mod agents;
+mod agreements;
 mod analytics;
 mod audit;
 mod bad_input;
 mod billing_records;
 mod credits;
 mod fake_stripe;
+mod feature_flags;
 mod helpers;
 mod idempotency;
 mod invoices;
@@ -16,12 +20,17 @@ mod members;
 mod migrations;
 mod organizations;
 mod payments;
+mod plan_changes;
+mod plan_limits;
+mod plans;
 mod policy_matrix;
 mod profile;
 mod quotas;
 mod rate_limit;
+mod renewals;
 mod serving;
 mod signups;
 mod spend_limits;
+mod subscriptions;
 mod tokens;
 mod usage;

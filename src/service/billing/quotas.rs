@@ -7,7 +7,7 @@ use crate::{
     domain::{
         billing::{Month, percentage},
         org::OrgKind,
-        plans::{PlanLimits, builtin_limits},
+        plans::{Catalogue, PlanLimits},
     },
     error::Result,
     grpc::Ctx,
@@ -16,22 +16,15 @@ use crate::{
     storage::entities::{members, organizations, usage_counters},
 };
 
-/// The limits in force for an organization: its plan's, with `max_agents` capped by the
-/// organization's own usage limit (`organizations.max_agents`, 0 = none) when that is
-/// smaller. The root organization (the operator, where unassigned agents return) has no
-/// limits. The one place limits are looked up: the plan catalogue replaces
-/// `builtin_limits` here.
-pub fn effective_limits(org: &organizations::Model) -> PlanLimits {
+/// The limits in force for an organization: its plan's (from the catalogue), with
+/// `max_agents` capped by the organization's own usage limit (`organizations.max_agents`,
+/// 0 = none) when that is smaller. The root organization (the operator, where
+/// unassigned agents return) has no limits. The one place limits are looked up.
+pub fn effective_limits(catalogue: &Catalogue, org: &organizations::Model) -> PlanLimits {
     if org.kind == OrgKind::Root.as_str() {
-        return PlanLimits {
-            max_agents: None,
-            max_logs_per_month: None,
-            log_retention_days: None,
-            max_team_members: None,
-            max_organizations: None,
-        };
+        return PlanLimits::UNLIMITED;
     }
-    let mut limits = builtin_limits(&org.plan);
+    let mut limits = catalogue.limits(&org.plan);
     if org.max_agents > 0 {
         let own = i64::from(org.max_agents);
         limits.max_agents = Some(limits.max_agents.map_or(own, |plan| plan.min(own)));
@@ -105,7 +98,7 @@ pub async fn get_usage(
         .await?;
     let org = access.org();
     let db = ctx.store.db();
-    let limits = effective_limits(org);
+    let limits = effective_limits(&ctx.settings.billing.catalogue, org);
     let month = Month::of(ctx.store.now()).to_string();
 
     let agents = i64::try_from(agent_count(db, org.id).await?).unwrap_or(i64::MAX);

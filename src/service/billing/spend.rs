@@ -140,7 +140,7 @@ pub async fn set_spend_limit(
     )
     .await?;
     tx.commit().await?;
-    let shown = convert::organization(&saved, 0);
+    let shown = convert::organization(&ctx.settings.billing.catalogue, &saved, 0);
     Ok(proto::SetSpendLimitResponse {
         monthly_spend_limit: shown.usage_limits.and_then(|l| l.monthly_spend_limit),
         billing_alerts: shown.billing_alerts,
@@ -183,7 +183,7 @@ pub async fn get_spend_status(
     let money = |m| convert::money(Money::from_micros(currency, m));
     let mut crossed: Vec<u32> = alerts.iter().map(|a| a.threshold as u32).collect();
     crossed.sort_unstable();
-    let shown = convert::organization(org, 0);
+    let shown = convert::organization(&ctx.settings.billing.catalogue, org, 0);
     Ok(proto::GetSpendStatusResponse {
         month: month.to_string(),
         monthly_spend_limit: rules.limit_micros.map(money),

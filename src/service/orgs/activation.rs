@@ -134,6 +134,7 @@ async fn set_status(
 
 async fn org_response(ctx: &Ctx, org: &organizations::Model) -> Result<proto::Organization> {
     Ok(convert::organization(
+        &ctx.settings.billing.catalogue,
         org,
         agent_count(ctx.store.db(), org.id).await?,
     ))

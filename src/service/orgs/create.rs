@@ -207,13 +207,19 @@ async fn insert_org(
         create_time: Set(now),
         update_time: Set(now),
         delete_time: Set(None),
+        feature_overrides: Set("{}".to_owned()),
+        data_deletion_time: Set(None),
         version: Set(1),
     }
     .insert(&*tx)
     .await?;
     let principal = access.principal();
     let mut response = proto::CreateOrganizationResponse {
-        organization: Some(convert::organization(&row, 0)),
+        organization: Some(convert::organization(
+            &ctx.settings.billing.catalogue,
+            &row,
+            0,
+        )),
         ..Default::default()
     };
     if let Some((email, name)) = &new.owner {

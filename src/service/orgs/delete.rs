@@ -129,7 +129,11 @@ async fn delete_once(
         )
         .await?;
         let response = proto::DeleteOrganizationResponse {
-            organization: Some(convert::organization(&deleted, 0)),
+            organization: Some(convert::organization(
+                &ctx.settings.billing.catalogue,
+                &deleted,
+                0,
+            )),
         };
         commit(ctx, tx, key, response).await
     }

@@ -36,7 +36,11 @@ pub async fn get(
         .await?;
     let count = agent_count(ctx.store.db(), access.org().id).await?;
     Ok(proto::GetOrganizationResponse {
-        organization: Some(convert::organization(access.org(), count)),
+        organization: Some(convert::organization(
+            &ctx.settings.billing.catalogue,
+            access.org(),
+            count,
+        )),
     })
 }
 
@@ -226,6 +230,7 @@ pub async fn list(
             .iter()
             .map(|r| {
                 convert::organization(
+                    &ctx.settings.billing.catalogue,
                     r,
                     u64::try_from(counts.get(&r.id).copied().unwrap_or(0)).unwrap_or(0),
                 )

@@ -130,6 +130,8 @@ pub async fn register(
             create_time: Set(now),
             update_time: Set(now),
             delete_time: Set(None),
+            feature_overrides: Set("{}".to_owned()),
+            data_deletion_time: Set(None),
             version: Set(1),
         }
         .insert(&*tx)
@@ -167,7 +169,11 @@ pub async fn register(
         )
         .await?;
         let response = proto::RegisterOrganizationResponse {
-            organization: Some(convert::organization(&row, 0)),
+            organization: Some(convert::organization(
+                &ctx.settings.billing.catalogue,
+                &row,
+                0,
+            )),
             owner: Some(convert::member(&member)),
         };
         commit(&ctx, tx, key.as_ref(), response).await

@@ -194,6 +194,10 @@ pub async fn update(
     tx.commit().await?;
     let count = agent_count(ctx.store.db(), current.id).await?;
     Ok(proto::UpdateOrganizationResponse {
-        organization: Some(convert::organization(&updated, count)),
+        organization: Some(convert::organization(
+            &ctx.settings.billing.catalogue,
+            &updated,
+            count,
+        )),
     })
 }

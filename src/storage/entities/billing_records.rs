@@ -16,6 +16,8 @@ pub struct Model {
     pub cost_micros: i64,
     pub revenue_micros: i64,
     pub custom_rate: bool,
+    /// The renewal invoice that billed this agent fee, once billed.
+    pub invoice_id: Option<Uuid>,
     pub create_time: i64,
     pub update_time: i64,
 }

@@ -34,6 +34,10 @@ pub struct Model {
     pub create_time: i64,
     pub update_time: i64,
     pub delete_time: Option<i64>,
+    /// Feature flag overrides over the plan's defaults: JSON object flag → enabled.
+    pub feature_overrides: String,
+    /// When a cancelled account's data is to be deleted.
+    pub data_deletion_time: Option<i64>,
     pub version: i64,
 }
 

@@ -363,6 +363,7 @@ fn add_to_record(snap: &mut Snapshot, v: &Valid, now: i64) {
             cost_micros: v.cost_micros,
             revenue_micros: custom.unwrap_or(snap.org.billing_rate_micros),
             custom_rate: custom.is_some(),
+            invoice_id: None,
             create_time: now,
             update_time: now,
         },

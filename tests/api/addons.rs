@@ -1,0 +1,1 @@
+//! addons (issue 4).

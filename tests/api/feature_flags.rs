@@ -1,0 +1,1 @@
+//! feature_flags (issue 4).

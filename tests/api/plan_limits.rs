@@ -1,0 +1,1 @@
+//! plan_limits (issue 4).

@@ -1,0 +1,1 @@
+//! renewals (issue 4).

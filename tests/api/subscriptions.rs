@@ -1,0 +1,1 @@
+//! subscriptions (issue 4).
