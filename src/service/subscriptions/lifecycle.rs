@@ -1,44 +1,579 @@
-//! CreateSubscription, CancelSubscription, ResumeSubscription and AdminUpdateSubscription.
+//! CreateSubscription, CancelSubscription, ResumeSubscription and
+//! AdminUpdateSubscription.
+//!
+//! Decisions:
+//! - Subscription fees are invoiced in advance: CreateSubscription issues the first
+//!   period's invoice at once (paid from credits when the balance covers it, else OPEN;
+//!   the renewal cycle marks the subscription PAST_DUE once it is older than the grace
+//!   period). A trial (paid plans only; a zero-priced plan starts ACTIVE) invoices
+//!   nothing until the trial ends.
+//! - Cancelling at the period end keeps everything until `current_period_end`, where
+//!   the renewal cycle ends it; cancelling immediately ends it now without a refund
+//!   (as Stripe does by default) and puts the organization back on the free plan.
+//! - AdminUpdateSubscription is an operator override without proration or invoices:
+//!   a new plan takes its catalogue price for the organization's currency (0 when the
+//!   plan is custom-priced, e.g. enterprise), a new interval keeps the current period's
+//!   start and ends it at the next boundary of the new interval, a status is set as
+//!   given (CANCELED ends the subscription now). Without a subscription it creates an
+//!   ACTIVE one (the given plan, else the organization's current one; monthly unless
+//!   said). The reason is required and audited with the before/after values.
+
+use serde_json::json;
 
 use crate::{
-    auth::Caller,
-    error::{Error, Result},
+    auth::{Caller, Principal},
+    domain::{
+        billing::LineKind,
+        clock::from_micros,
+        ids::{self, IdKind, new_id},
+        money::{Currency, Money},
+        plans::{Interval, Plan},
+        subscription::{SECOND, SubStatus, period_end, to_second},
+    },
+    error::{Error, Result, Violations},
     grpc::Ctx,
     proto,
+    service::{
+        audit, audit_request_id, billing::invoices, billing::ledger, billing::require_reason,
+        billing::require_request_id, check_etag, commit, idempotency_key, orgs::lock_live,
+        replayed, settle,
+    },
+    storage::{
+        Tx,
+        audit::AuditRecord,
+        entities::{organizations, subscriptions},
+    },
 };
 
-/// CreateSubscription.
+use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+
+use super::{end, interval_of, lock_current, no_subscription, save, set_plan, status_of, to_proto};
+
+/// Longest trial.
+const MAX_TRIAL_DAYS: u32 = 90;
+/// Longest reason.
+const MAX_REASON: usize = 500;
+const DAY: i64 = 24 * 3600 * SECOND;
+
+/// A plan id of a request, checked against the catalogue.
+fn parse_plan<'a>(ctx: &'a Ctx, v: &mut Violations, field: &str, id: &str) -> Option<&'a Plan> {
+    if id.is_empty() {
+        v.add(field, "is required");
+        return None;
+    }
+    let plan = ctx.settings.billing.catalogue.plan(id);
+    if plan.is_none() {
+        v.add(
+            field,
+            format!("unknown plan {id:?}; ListPlans shows the catalogue"),
+        );
+    }
+    plan
+}
+
+/// The plan's price for the organization, or FAILED_PRECONDITION `PLAN_NOT_AVAILABLE`.
+pub fn price_for(plan: &Plan, org: &organizations::Model, interval: Interval) -> Result<i64> {
+    let currency = org.currency.parse().unwrap_or(Currency::Usd);
+    plan.price(currency, interval).ok_or_else(|| {
+        Error::precondition(
+            "PLAN_NOT_AVAILABLE",
+            format!(
+                "the {} plan is not sold {} in {}; contact sales",
+                plan.id,
+                match interval {
+                    Interval::Month => "monthly",
+                    Interval::Year => "annually",
+                },
+                currency.code()
+            ),
+        )
+        .with("plan_id", &plan.id)
+        .with("currency", currency.code())
+    })
+}
+
+/// "Pro plan, monthly: 2026-11-23 – 2026-12-23".
+pub fn period_description(plan: &Plan, interval: Interval, start: i64, end: i64) -> String {
+    format!(
+        "{} plan, {}: {} – {}",
+        plan.name,
+        match interval {
+            Interval::Month => "monthly",
+            Interval::Year => "annual",
+        },
+        from_micros(start).format("%Y-%m-%d"),
+        from_micros(end).format("%Y-%m-%d"),
+    )
+}
+
+/// Issues the invoice of a subscription period paid in advance and pays it from
+/// credits when the balance covers it. The caller holds the organization's lock.
+#[allow(clippy::too_many_arguments)]
+async fn invoice_period(
+    tx: &Tx,
+    ctx: &Ctx,
+    org: &organizations::Model,
+    sub_id: uuid::Uuid,
+    plan: &Plan,
+    interval: Interval,
+    price: i64,
+    (start, end): (i64, i64),
+    principal: &Principal,
+    request_id: &str,
+    now: i64,
+) -> Result<invoices::Issued> {
+    let mut account = ledger::lock_account(tx, org, now).await?;
+    let issued = invoices::issue(
+        tx,
+        ctx,
+        &mut account,
+        invoices::NewInvoice {
+            subscription_id: Some(sub_id),
+            period_start: start,
+            period_end: end,
+            lines: vec![invoices::NewLine {
+                description: period_description(plan, interval, start, end),
+                kind: LineKind::Subscription,
+                quantity: 1,
+                unit_amount_micros: price,
+                period_start: start,
+                period_end: end,
+                plan_id: plan.id.clone(),
+                agent_id: None,
+                service_id: String::new(),
+            }],
+            memo: String::new(),
+            due_time: None,
+        },
+        now,
+    )
+    .await?;
+    if invoices::can_pay_from_credits(ctx, &account, &issued.invoice) {
+        let paid = invoices::pay_from_credits(
+            tx,
+            ctx,
+            &mut account,
+            &issued.invoice,
+            principal.author(),
+            request_id,
+            now,
+        )
+        .await?;
+        return Ok(invoices::Issued {
+            invoice: paid.invoice,
+            lines: issued.lines,
+        });
+    }
+    Ok(issued)
+}
+
+/// CreateSubscription: subscribes the organization (ALREADY_EXISTS when a
+/// subscription that is not CANCELED exists) and invoices the first period in advance.
 pub async fn create_subscription(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::CreateSubscriptionRequest,
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::CreateSubscriptionRequest,
 ) -> Result<proto::CreateSubscriptionResponse> {
-    Err(Error::Unimplemented("CreateSubscription"))
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let principal = access.principal().clone();
+    let mut v = Violations::new();
+    let plan = parse_plan(&ctx, &mut v, "plan_id", &req.plan_id);
+    let interval = interval_of(req.interval);
+    if interval.is_none() {
+        v.add(
+            "interval",
+            "must be BILLING_INTERVAL_MONTH or BILLING_INTERVAL_YEAR",
+        );
+    }
+    if req.trial_days > MAX_TRIAL_DAYS {
+        v.add("trial_days", format!("must be at most {MAX_TRIAL_DAYS}"));
+    }
+    require_request_id(&mut v, &req.request_id);
+    v.finish()?;
+    let (Some(plan), Some(interval)) = (plan, interval) else {
+        return Err(Error::Internal("validated fields missing".into()));
+    };
+    let key = idempotency_key(&principal, "CreateSubscription", &req.request_id, &req)?;
+    let result = async {
+        let tx = ctx.store.write().await?;
+        if let Some(done) = replayed(&tx, key.as_ref()).await? {
+            return Ok(done);
+        }
+        let now = ctx.store.now();
+        let org = lock_live(&tx, access.org()).await?;
+        if let Some(existing) = lock_current(&tx, org.id).await? {
+            return Err(Error::rejected(
+                tonic::Code::AlreadyExists,
+                "SUBSCRIPTION_EXISTS",
+                format!(
+                    "organization {} already has a {} subscription to {}",
+                    org.slug, existing.status, existing.plan_id
+                ),
+            )
+            .with("subscription_id", ids::encode(IdKind::Subscription, existing.id)));
+        }
+        let price = price_for(plan, &org, interval)?;
+        let anchor = to_second(now);
+        let trialing = req.trial_days > 0 && price > 0;
+        let (status, trial_end, end) = if trialing {
+            let trial_end = anchor + i64::from(req.trial_days) * DAY;
+            (SubStatus::Trialing, Some(trial_end), trial_end)
+        } else {
+            let end = period_end(anchor, interval, anchor)
+                .ok_or_else(|| Error::Internal("period end beyond the calendar".into()))?;
+            (SubStatus::Active, None, end)
+        };
+        let id = new_id();
+        let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
+        let invoice = if !trialing && price > 0 {
+            Some(
+                invoice_period(
+                    &tx,
+                    &ctx,
+                    &org,
+                    id,
+                    plan,
+                    interval,
+                    price,
+                    (anchor, end),
+                    &principal,
+                    &request_id,
+                    now,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let row = subscriptions::ActiveModel {
+            id: Set(id),
+            organization_id: Set(org.id),
+            plan_id: Set(plan.id.clone()),
+            interval: Set(interval.as_str().to_owned()),
+            status: Set(status.as_str().to_owned()),
+            currency: Set(org.currency.clone()),
+            price_micros: Set(price),
+            anchor_time: Set(if trialing { end } else { anchor }),
+            current_period_start: Set(anchor),
+            current_period_end: Set(end),
+            trial_end: Set(trial_end),
+            cancel_at_period_end: Set(false),
+            cancel_request_time: Set(None),
+            end_time: Set(None),
+            scheduled_plan_id: Set(None),
+            scheduled_interval: Set(None),
+            status_reason: Set(String::new()),
+            latest_invoice_id: Set(invoice.as_ref().map(|i| i.invoice.id)),
+            request_id: Set(req.request_id.clone()),
+            create_time: Set(now),
+            update_time: Set(now),
+            version: Set(1),
+        }
+        .insert(&*tx)
+        .await?;
+        set_plan(&tx, &org, &plan.id, now).await?;
+        audit(
+            &tx,
+            &ctx,
+            &principal,
+            AuditRecord {
+                organization_id: org.id,
+                action: "CreateSubscription",
+                target_type: "subscription",
+                target_id: ids::encode(IdKind::Subscription, id),
+                request_id: &request_id,
+                summary: json!({
+                    "plan_id": plan.id,
+                    "interval": interval.as_str(),
+                    "status": status.as_str(),
+                    "price": Money::from_micros(org.currency.parse().unwrap_or(Currency::Usd), price).amount_string(),
+                    "trial_days": req.trial_days,
+                    "invoice": invoice.as_ref().map(|i| i.invoice.number.clone()),
+                }),
+            },
+        )
+        .await?;
+        let response = proto::CreateSubscriptionResponse {
+            subscription: Some(to_proto(&row)),
+            invoice: invoice
+                .as_ref()
+                .map(|i| invoices::to_proto(&i.invoice, &i.lines)),
+        };
+        commit(&ctx, tx, key.as_ref(), response).await
+    }
+    .await;
+    settle(&ctx, key.as_ref(), result).await
 }
 
-/// CancelSubscription.
+/// CancelSubscription: at the period end (default; asking again changes nothing) or
+/// immediately (CANCELED now, no refund, back to the free plan).
 pub async fn cancel_subscription(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::CancelSubscriptionRequest,
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::CancelSubscriptionRequest,
 ) -> Result<proto::CancelSubscriptionResponse> {
-    Err(Error::Unimplemented("CancelSubscription"))
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let principal = access.principal().clone();
+    let reason = req.reason.trim().to_owned();
+    if reason.chars().count() > MAX_REASON {
+        return Err(Error::invalid(
+            "reason",
+            format!("must be at most {MAX_REASON} characters"),
+        ));
+    }
+    let tx = ctx.store.write().await?;
+    let now = ctx.store.now();
+    let org = lock_live(&tx, access.org()).await?;
+    let sub = lock_current(&tx, org.id)
+        .await?
+        .ok_or_else(|| no_subscription(&org))?;
+    check_etag(&req.etag, sub.version)?;
+    let saved = if req.immediately {
+        end(&tx, &org, &sub, &reason, now).await?.1
+    } else if sub.cancel_at_period_end {
+        return Ok(proto::CancelSubscriptionResponse {
+            subscription: Some(to_proto(&sub)),
+        });
+    } else {
+        let change = subscriptions::ActiveModel {
+            cancel_at_period_end: Set(true),
+            cancel_request_time: Set(Some(now)),
+            status_reason: Set(reason.clone()),
+            ..Default::default()
+        };
+        save(&tx, &sub, change, now).await?
+    };
+    audit(
+        &tx,
+        &ctx,
+        &principal,
+        AuditRecord {
+            organization_id: org.id,
+            action: "CancelSubscription",
+            target_type: "subscription",
+            target_id: ids::encode(IdKind::Subscription, sub.id),
+            request_id: &caller.trace_id,
+            summary: json!({
+                "immediately": req.immediately,
+                "reason": reason,
+                "plan_id": sub.plan_id,
+                "effective_time": if req.immediately { now } else { sub.current_period_end },
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(proto::CancelSubscriptionResponse {
+        subscription: Some(to_proto(&saved)),
+    })
 }
 
-/// ResumeSubscription.
+/// ResumeSubscription: undoes a cancellation scheduled for the period end, while the
+/// period has not ended.
 pub async fn resume_subscription(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::ResumeSubscriptionRequest,
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ResumeSubscriptionRequest,
 ) -> Result<proto::ResumeSubscriptionResponse> {
-    Err(Error::Unimplemented("ResumeSubscription"))
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let principal = access.principal().clone();
+    let tx = ctx.store.write().await?;
+    let now = ctx.store.now();
+    let org = lock_live(&tx, access.org()).await?;
+    let sub = lock_current(&tx, org.id)
+        .await?
+        .ok_or_else(|| no_subscription(&org))?;
+    check_etag(&req.etag, sub.version)?;
+    if !sub.cancel_at_period_end {
+        return Err(Error::precondition(
+            "CANCELLATION_NOT_SCHEDULED",
+            "the subscription is not scheduled to cancel",
+        ));
+    }
+    if now >= sub.current_period_end {
+        return Err(Error::precondition(
+            "PERIOD_ENDED",
+            "the period has ended; the subscription is being cancelled — create a new one",
+        ));
+    }
+    let change = subscriptions::ActiveModel {
+        cancel_at_period_end: Set(false),
+        cancel_request_time: Set(None),
+        status_reason: Set(String::new()),
+        ..Default::default()
+    };
+    let saved = save(&tx, &sub, change, now).await?;
+    audit(
+        &tx,
+        &ctx,
+        &principal,
+        AuditRecord {
+            organization_id: org.id,
+            action: "ResumeSubscription",
+            target_type: "subscription",
+            target_id: ids::encode(IdKind::Subscription, sub.id),
+            request_id: &caller.trace_id,
+            summary: json!({ "plan_id": sub.plan_id, "current_period_end": sub.current_period_end }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(proto::ResumeSubscriptionResponse {
+        subscription: Some(to_proto(&saved)),
+    })
 }
 
-/// AdminUpdateSubscription.
+/// AdminUpdateSubscription: the operator override (see the module notes).
 pub async fn admin_update_subscription(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::AdminUpdateSubscriptionRequest,
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::AdminUpdateSubscriptionRequest,
 ) -> Result<proto::AdminUpdateSubscriptionResponse> {
-    Err(Error::Unimplemented("AdminUpdateSubscription"))
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let principal = access.principal().clone();
+    let mut v = Violations::new();
+    let plan = if req.plan_id.is_empty() {
+        None
+    } else {
+        parse_plan(&ctx, &mut v, "plan_id", &req.plan_id)
+    };
+    let interval = interval_of(req.interval);
+    if req.interval != 0 && interval.is_none() {
+        v.add("interval", "unknown interval");
+    }
+    let status = status_of(req.status);
+    if req.status != 0 && status.is_none() {
+        v.add("status", "unknown status");
+    }
+    let reason = require_reason(&mut v, "reason", &req.reason, MAX_REASON);
+    require_request_id(&mut v, &req.request_id);
+    v.finish()?;
+    let key = idempotency_key(&principal, "AdminUpdateSubscription", &req.request_id, &req)?;
+    let result = async {
+        let tx = ctx.store.write().await?;
+        if let Some(done) = replayed(&tx, key.as_ref()).await? {
+            return Ok(done);
+        }
+        let now = ctx.store.now();
+        let org = lock_live(&tx, access.org()).await?;
+        let catalogue = &ctx.settings.billing.catalogue;
+        let currency = org.currency.parse().unwrap_or(Currency::Usd);
+        let before = lock_current(&tx, org.id).await?;
+        if let Some(sub) = &before {
+            check_etag(&req.etag, sub.version)?;
+        }
+        let saved = match &before {
+            None => {
+                let plan = plan.unwrap_or_else(|| catalogue.plan(&org.plan).unwrap_or(catalogue.free()));
+                let interval = interval.unwrap_or(Interval::Month);
+                let anchor = to_second(now);
+                let end = period_end(anchor, interval, anchor)
+                    .ok_or_else(|| Error::Internal("period end beyond the calendar".into()))?;
+                let status = status.unwrap_or(SubStatus::Active);
+                if status == SubStatus::Canceled {
+                    return Err(Error::invalid("status", "cannot create a CANCELED subscription"));
+                }
+                let row = subscriptions::ActiveModel {
+                    id: Set(new_id()),
+                    organization_id: Set(org.id),
+                    plan_id: Set(plan.id.clone()),
+                    interval: Set(interval.as_str().to_owned()),
+                    status: Set(status.as_str().to_owned()),
+                    currency: Set(org.currency.clone()),
+                    price_micros: Set(plan.price(currency, interval).unwrap_or(0)),
+                    anchor_time: Set(anchor),
+                    current_period_start: Set(anchor),
+                    current_period_end: Set(end),
+                    trial_end: Set((status == SubStatus::Trialing).then_some(end)),
+                    cancel_at_period_end: Set(false),
+                    cancel_request_time: Set(None),
+                    end_time: Set(None),
+                    scheduled_plan_id: Set(None),
+                    scheduled_interval: Set(None),
+                    status_reason: Set(reason.clone()),
+                    latest_invoice_id: Set(None),
+                    request_id: Set(req.request_id.clone()),
+                    create_time: Set(now),
+                    update_time: Set(now),
+                    version: Set(1),
+                }
+                .insert(&*tx)
+                .await?;
+                set_plan(&tx, &org, &plan.id, now).await?;
+                row
+            }
+            Some(sub) if status == Some(SubStatus::Canceled) => {
+                end(&tx, &org, sub, &reason, now).await?.1
+            }
+            Some(sub) => {
+                let current_interval: Interval = sub.interval.parse().unwrap_or(Interval::Month);
+                let new_interval = interval.unwrap_or(current_interval);
+                let new_plan = plan.map_or(sub.plan_id.as_str(), |p| p.id.as_str());
+                let mut change = subscriptions::ActiveModel {
+                    status_reason: Set(reason.clone()),
+                    ..Default::default()
+                };
+                if new_plan != sub.plan_id || new_interval != current_interval {
+                    let target = catalogue.plan(new_plan).unwrap_or(catalogue.free());
+                    change.plan_id = Set(target.id.clone());
+                    change.interval = Set(new_interval.as_str().to_owned());
+                    change.price_micros = Set(target.price(currency, new_interval).unwrap_or(0));
+                    change.scheduled_plan_id = Set(None);
+                    change.scheduled_interval = Set(None);
+                }
+                if new_interval != current_interval {
+                    let end = period_end(sub.anchor_time, new_interval, sub.current_period_start)
+                        .ok_or_else(|| Error::Internal("period end beyond the calendar".into()))?;
+                    change.current_period_end = Set(end);
+                }
+                if let Some(status) = status {
+                    change.status = Set(status.as_str().to_owned());
+                    if status == SubStatus::Trialing && sub.trial_end.is_none() {
+                        change.trial_end = Set(Some(sub.current_period_end));
+                    }
+                }
+                let saved = save(&tx, sub, change, now).await?;
+                set_plan(&tx, &org, &saved.plan_id, now).await?;
+                saved
+            }
+        };
+        let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
+        audit(
+            &tx,
+            &ctx,
+            &principal,
+            AuditRecord {
+                organization_id: org.id,
+                action: "AdminUpdateSubscription",
+                target_type: "subscription",
+                target_id: ids::encode(IdKind::Subscription, saved.id),
+                request_id: &request_id,
+                summary: json!({
+                    "reason": reason,
+                    "before": before.as_ref().map(|b| json!({
+                        "plan_id": b.plan_id, "interval": b.interval, "status": b.status,
+                    })),
+                    "after": {
+                        "plan_id": saved.plan_id, "interval": saved.interval, "status": saved.status,
+                        "price": Money::from_micros(currency, saved.price_micros).amount_string(),
+                    },
+                }),
+            },
+        )
+        .await?;
+        let response = proto::AdminUpdateSubscriptionResponse {
+            subscription: Some(to_proto(&saved)),
+        };
+        commit(&ctx, tx, key.as_ref(), response).await
+    }
+    .await;
+    settle(&ctx, key.as_ref(), result).await
 }

@@ -1,17 +1,40 @@
-//! GetSubscription: the subscription, plan, limits, usage and effective features.
+//! GetSubscription: the subscription, plan, limits, usage and effective features (the
+//! shape of seed 003's "current plan").
 
 use crate::{
-    auth::Caller,
-    error::{Error, Result},
-    grpc::Ctx,
-    proto,
+    auth::Caller, domain::plans, error::Result, grpc::Ctx, proto,
+    service::billing::quotas::effective_limits,
 };
 
-/// GetSubscription.
+use super::{current, limits_proto, plan_proto, to_proto, usage};
+
+/// GetSubscription: an organization without a live subscription is on the free plan and
+/// gets no `subscription`. `limits` are the limits in force (the plan's, capped by the
+/// organization's own agent limit); `usage` counts what those limits measure.
 pub async fn get_subscription(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::GetSubscriptionRequest,
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::GetSubscriptionRequest,
 ) -> Result<proto::GetSubscriptionResponse> {
-    Err(Error::Unimplemented("GetSubscription"))
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let org = access.org();
+    let db = ctx.store.db();
+    let catalogue = &ctx.settings.billing.catalogue;
+    let plan = catalogue
+        .plan(&org.plan)
+        .unwrap_or_else(|| catalogue.free());
+    let subscription = current(db, org.id).await?;
+    let currency = org.currency.parse().ok();
+    Ok(proto::GetSubscriptionResponse {
+        subscription: subscription.as_ref().map(to_proto),
+        plan: Some(plan_proto(plan, currency)),
+        limits: Some(limits_proto(&effective_limits(catalogue, org))),
+        usage: Some(usage(db, org, ctx.store.now()).await?),
+        effective_features: plans::effective_features(
+            &plan.default_features,
+            &plans::parse_overrides(&org.feature_overrides),
+        ),
+    })
 }
