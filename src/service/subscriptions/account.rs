@@ -1,26 +1,482 @@
-//! Account lifecycle: CancelAccount and ReactivateAccount.
+//! Account lifecycle: CancelAccount, ReactivateAccount and the scheduled deletion of a
+//! cancelled account's data ([`delete_due_accounts`]).
+//!
+//! Cancelling an account, in one transaction under the organization's row lock (then
+//! the subscription's): the organization becomes CANCELLED with the reason, every
+//! active agent is suspended and marked as suspended by its organization (exactly as
+//! DeactivateOrganization does), the current subscription ends at once without refund
+//! (the organization is back on the free plan), and an optional deletion date is kept
+//! as its first instant (UTC) in `data_deletion_time`. The auth layer then refuses the
+//! organization's API keys and its members' calls (FAILED_PRECONDITION `ORG_INACTIVE`)
+//! except reading its own status; operators still reach it.
+//!
+//! Reactivation (ROOT_ADMIN) makes the organization ACTIVE again, restores the agents
+//! its cancellation (or an earlier deactivation) suspended, and drops the scheduled
+//! deletion. The ended subscription stays CANCELED: the organization is on the free
+//! plan until it subscribes again with CreateSubscription.
+//!
+//! The deletion itself is run by the renewal cycle job, which calls
+//! [`delete_due_accounts`]: every CANCELLED organization whose `data_deletion_time` has
+//! passed has its agents returned to the root organization (as UnassignAgent does) and
+//! is soft-deleted (as DeleteOrganization does: gone from reads and lists, API keys
+//! revoked, financial records kept), audited by a SYSTEM principal.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, IntoActiveModel,
+    QueryFilter, sea_query::Expr,
+};
+use serde_json::json;
+use uuid::Uuid;
 
 use crate::{
-    auth::Caller,
-    error::{Error, Result},
-    grpc::Ctx,
+    auth::{Caller, Principal},
+    domain::{
+        billing::{date_start, parse_date},
+        clock::from_micros,
+        ids::{self, IdKind, new_id},
+        org::{AgentStatus, OrgKind, OrgStatus},
+        text,
+    },
+    error::{Error, Result, Violations},
+    grpc::{Ctx, convert},
     proto,
+    service::{
+        agent_count, audit, audit_request_id, billing::credits::purchase::system_principal, commit,
+        idempotency_key, orgs, replayed, settle,
+    },
+    storage::{
+        Tx,
+        audit::AuditRecord,
+        entities::{agent_assignments, agents, api_keys, organizations},
+    },
 };
 
-/// CancelAccount.
-pub async fn cancel_account(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::CancelAccountRequest,
-) -> Result<proto::CancelAccountResponse> {
-    Err(Error::Unimplemented("CancelAccount"))
+use super::{end, lock_current};
+
+/// Longest cancellation or reactivation reason.
+const MAX_REASON_LEN: usize = 500;
+
+/// The principal recorded on scheduled deletions.
+const DELETION_PRINCIPAL: &str = "billing-cycle";
+
+fn reason_of(v: &mut Violations, reason: &str) -> String {
+    v.check(
+        "reason",
+        text::bounded(reason.trim(), MAX_REASON_LEN).map(str::to_owned),
+    )
+    .unwrap_or_default()
 }
 
-/// ReactivateAccount.
+/// The first instant (UTC) of `YYYY-MM-DD`, which must not be before today.
+fn deletion_time(v: &mut Violations, text: &str, now: i64) -> Option<i64> {
+    if text.is_empty() {
+        return None;
+    }
+    let date = v.check("delete_data_on", parse_date(text))?;
+    let today = from_micros(now).date_naive();
+    if date < today {
+        v.add(
+            "delete_data_on",
+            format!("must be today ({today}) or later"),
+        );
+        return None;
+    }
+    Some(date_start(date))
+}
+
+fn refuse_root(org: &organizations::Model) -> Result<()> {
+    if org.kind == OrgKind::Root.as_str() {
+        return Err(Error::precondition(
+            "ROOT_ORGANIZATION",
+            "the root organization's account cannot be cancelled",
+        ));
+    }
+    Ok(())
+}
+
+async fn org_proto(ctx: &Ctx, tx: &Tx, org: &organizations::Model) -> Result<proto::Organization> {
+    Ok(convert::organization(
+        &ctx.settings.billing.catalogue,
+        org,
+        agent_count(&**tx, org.id).await?,
+    ))
+}
+
+/// Suspends the organization's active agents, marking them as suspended by their
+/// organization so reactivation restores exactly those (as DeactivateOrganization does).
+async fn suspend_agents(tx: &Tx, org_id: Uuid, now: i64) -> Result<u64> {
+    Ok(agents::Entity::update_many()
+        .col_expr(
+            agents::Column::Status,
+            Expr::value(AgentStatus::Suspended.as_str()),
+        )
+        .col_expr(agents::Column::SuspendedByOrg, Expr::value(true))
+        .col_expr(agents::Column::UpdateTime, Expr::value(now))
+        .col_expr(
+            agents::Column::Version,
+            Expr::col(agents::Column::Version).add(1),
+        )
+        .filter(agents::Column::OrganizationId.eq(org_id))
+        .filter(agents::Column::Status.eq(AgentStatus::Active.as_str()))
+        .exec(&**tx)
+        .await?
+        .rows_affected)
+}
+
+/// Restores the agents suspended by their organization (as ReactivateOrganization does).
+async fn restore_agents(tx: &Tx, org_id: Uuid, now: i64) -> Result<u64> {
+    Ok(agents::Entity::update_many()
+        .col_expr(
+            agents::Column::Status,
+            Expr::value(AgentStatus::Active.as_str()),
+        )
+        .col_expr(agents::Column::SuspendedByOrg, Expr::value(false))
+        .col_expr(agents::Column::UpdateTime, Expr::value(now))
+        .col_expr(
+            agents::Column::Version,
+            Expr::col(agents::Column::Version).add(1),
+        )
+        .filter(agents::Column::OrganizationId.eq(org_id))
+        .filter(agents::Column::SuspendedByOrg.eq(true))
+        .exec(&**tx)
+        .await?
+        .rows_affected)
+}
+
+/// CancelAccount: cancels the organization's account (see the module documentation).
+/// Idempotent by `request_id`; an account already cancelled fails FAILED_PRECONDITION
+/// `ACCOUNT_CANCELLED`.
+pub async fn cancel_account(
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::CancelAccountRequest,
+) -> Result<proto::CancelAccountResponse> {
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let principal = access.principal().clone();
+    let mut v = Violations::new();
+    let reason = reason_of(&mut v, &req.reason);
+    let delete_at = deletion_time(&mut v, &req.delete_data_on, ctx.store.now());
+    let key = match idempotency_key(&principal, "CancelAccount", &req.request_id, &req) {
+        Ok(key) => key,
+        Err(Error::InvalidArgument(bad)) => {
+            for field in bad {
+                v.add(field.field, field.description);
+            }
+            None
+        }
+        Err(other) => return Err(other),
+    };
+    v.finish()?;
+    refuse_root(access.org())?;
+    let result = async {
+        let tx = ctx.store.write().await?;
+        // Lock before looking for an earlier result: a concurrent twin holding the lock
+        // has committed its result by the time the lock is ours.
+        let org = orgs::lock_live(&tx, access.org()).await?;
+        if let Some(done) = replayed(&tx, key.as_ref()).await? {
+            return Ok(done);
+        }
+        if org.status == OrgStatus::Cancelled.as_str() {
+            return Err(Error::precondition(
+                "ACCOUNT_CANCELLED",
+                "the account is already cancelled",
+            ));
+        }
+        let now = ctx.store.now();
+        let mut row = org.clone().into_active_model();
+        row.status = Set(OrgStatus::Cancelled.as_str().to_owned());
+        row.deactivation_reason = Set(reason.clone());
+        row.data_deletion_time = Set(delete_at);
+        row.update_time = Set(now);
+        row.version = Set(org.version + 1);
+        let mut cancelled = orgs::save_versioned(&tx, row, org.id, org.version).await?;
+        let suspended = suspend_agents(&tx, org.id, now).await?;
+        let ended = match lock_current(&tx, org.id).await? {
+            Some(sub) => {
+                let (after, sub) = end(&tx, &cancelled, &sub, &reason, now).await?;
+                cancelled = after;
+                Some(ids::encode(IdKind::Subscription, sub.id))
+            }
+            None => None,
+        };
+        audit(
+            &tx,
+            &ctx,
+            &principal,
+            AuditRecord {
+                organization_id: org.id,
+                action: "CancelAccount",
+                target_type: "organization",
+                target_id: ids::encode(IdKind::Organization, org.id),
+                request_id: audit_request_id(&caller, key.as_ref()),
+                summary: json!({
+                    "status": OrgStatus::Cancelled.as_str(),
+                    "previous_status": org.status,
+                    "reason": reason,
+                    "delete_data_on": req.delete_data_on,
+                    "suspended_agents": suspended,
+                    "ended_subscription_id": ended,
+                }),
+            },
+        )
+        .await?;
+        let response = proto::CancelAccountResponse {
+            organization: Some(org_proto(&ctx, &tx, &cancelled).await?),
+        };
+        commit(&ctx, tx, key.as_ref(), response).await
+    }
+    .await;
+    settle(&ctx, key.as_ref(), result).await
+}
+
+/// ReactivateAccount (ROOT_ADMIN): a CANCELLED organization becomes ACTIVE again with
+/// the agents its cancellation suspended, and its scheduled data deletion is dropped.
+/// The subscription ended by the cancellation stays CANCELED: the organization is on
+/// the free plan until it subscribes again. An organization that is not cancelled
+/// fails FAILED_PRECONDITION `ACCOUNT_NOT_CANCELLED`.
 pub async fn reactivate_account(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::ReactivateAccountRequest,
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ReactivateAccountRequest,
 ) -> Result<proto::ReactivateAccountResponse> {
-    Err(Error::Unimplemented("ReactivateAccount"))
+    let access = caller
+        .authorize(&ctx.store, "organization_id", &req.organization_id)
+        .await?;
+    let mut v = Violations::new();
+    let reason = reason_of(&mut v, &req.reason);
+    v.finish()?;
+    let tx = ctx.store.write().await?;
+    let org = orgs::lock_live(&tx, access.org()).await?;
+    if org.status != OrgStatus::Cancelled.as_str() {
+        return Err(Error::precondition(
+            "ACCOUNT_NOT_CANCELLED",
+            format!("the account is {}, not cancelled", org.status),
+        )
+        .with("status", &org.status));
+    }
+    let now = ctx.store.now();
+    let mut row = org.clone().into_active_model();
+    row.status = Set(OrgStatus::Active.as_str().to_owned());
+    row.deactivation_reason = Set(String::new());
+    row.data_deletion_time = Set(None);
+    row.update_time = Set(now);
+    row.version = Set(org.version + 1);
+    let active = orgs::save_versioned(&tx, row, org.id, org.version).await?;
+    let restored = restore_agents(&tx, org.id, now).await?;
+    audit(
+        &tx,
+        &ctx,
+        access.principal(),
+        AuditRecord {
+            organization_id: org.id,
+            action: "ReactivateAccount",
+            target_type: "organization",
+            target_id: ids::encode(IdKind::Organization, org.id),
+            request_id: &caller.trace_id,
+            summary: json!({
+                "status": OrgStatus::Active.as_str(),
+                "reason": reason,
+                "cancellation_reason": org.deactivation_reason,
+                "dropped_data_deletion_time": org.data_deletion_time.map(|t| from_micros(t).to_rfc3339()),
+                "restored_agents": restored,
+            }),
+        },
+    )
+    .await?;
+    let organization = org_proto(&ctx, &tx, &active).await?;
+    tx.commit().await?;
+    Ok(proto::ReactivateAccountResponse {
+        organization: Some(organization),
+    })
+}
+
+/// Deletes the data of every CANCELLED organization whose `data_deletion_time` is at or
+/// before `at`, one transaction per organization; returns how many were deleted. Called
+/// by the renewal cycle; safe to run concurrently (each organization is re-checked
+/// under its row lock). An agency that still has live tenants is skipped (logged) until
+/// they are moved or deleted, as DeleteOrganization requires. A failure on one
+/// organization is logged and the others go on; the error is returned only when
+/// nothing could be deleted. Record times are the clock's now (`at` only selects).
+pub async fn delete_due_accounts(ctx: &Ctx, at: i64) -> Result<u32> {
+    let due = organizations::Entity::find()
+        .filter(organizations::Column::Status.eq(OrgStatus::Cancelled.as_str()))
+        .filter(organizations::Column::DataDeletionTime.lte(at))
+        .filter(organizations::Column::DeleteTime.is_null())
+        .all(ctx.store.db())
+        .await?;
+    let principal = system_principal(DELETION_PRINCIPAL);
+    let mut deleted = 0;
+    let mut first_error = None;
+    for org in due {
+        // One organization's failure (e.g. an agent moved concurrently) must not hold
+        // back the others; it is retried on the next run.
+        match delete_account(ctx, &principal, org.id, at).await {
+            Ok(true) => deleted += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(organization = %org.slug, %error, "scheduled data deletion failed");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) if deleted == 0 => Err(error),
+        _ => Ok(deleted),
+    }
+}
+
+/// Deletes one due account; `false` when it is no longer due or must wait.
+async fn delete_account(ctx: &Ctx, principal: &Principal, org_id: Uuid, at: i64) -> Result<bool> {
+    let tx = ctx.store.write().await?;
+    let Some(org) = orgs::lock_org(&tx, org_id).await? else {
+        return Ok(false);
+    };
+    let due = org.delete_time.is_none()
+        && org.status == OrgStatus::Cancelled.as_str()
+        && org.data_deletion_time.is_some_and(|t| t <= at);
+    if !due {
+        return Ok(false);
+    }
+    let tenants = organizations::Entity::find()
+        .filter(organizations::Column::ParentId.eq(org.id))
+        .filter(organizations::Column::DeleteTime.is_null())
+        .all(&*tx)
+        .await?
+        .len();
+    if tenants > 0 {
+        tracing::warn!(
+            organization = %org.slug,
+            tenants,
+            "scheduled data deletion waits: the agency still has tenants"
+        );
+        return Ok(false);
+    }
+    let now = ctx.store.now();
+    let request_id = format!(
+        "data-deletion-{}",
+        ids::encode(IdKind::Organization, org.id)
+    );
+    let root = orgs::root_org(&*tx).await?;
+    let moved = return_agents_to_root(ctx, &tx, principal, &org, &root, &request_id, now).await?;
+    let mut row = org.clone().into_active_model();
+    row.delete_time = Set(Some(now));
+    row.update_time = Set(now);
+    row.version = Set(org.version + 1);
+    orgs::save_versioned(&tx, row, org.id, org.version).await?;
+    api_keys::Entity::update_many()
+        .col_expr(api_keys::Column::RevokeTime, Expr::value(now))
+        .filter(api_keys::Column::OrganizationId.eq(org.id))
+        .filter(api_keys::Column::RevokeTime.is_null())
+        .exec(&*tx)
+        .await?;
+    audit(
+        &tx,
+        ctx,
+        principal,
+        AuditRecord {
+            organization_id: org.id,
+            action: "DeleteOrganization",
+            target_type: "organization",
+            target_id: ids::encode(IdKind::Organization, org.id),
+            request_id: &request_id,
+            summary: json!({
+                "slug": org.slug,
+                "soft_delete": true,
+                "reason": "scheduled data deletion of a cancelled account",
+                "data_deletion_time": org.data_deletion_time.map(|t| from_micros(t).to_rfc3339()),
+                "agents_returned_to_root": moved,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Moves every agent of `org` to the root organization as UnassignAgent does: the
+/// current assignment ends and a new one starts at `now`, the custom rate is cleared,
+/// an agent suspended by its organization becomes active again (the root is always
+/// active) while a manual suspension stays, and the move is audited in both
+/// organizations.
+async fn return_agents_to_root(
+    ctx: &Ctx,
+    tx: &Tx,
+    principal: &Principal,
+    org: &organizations::Model,
+    root: &organizations::Model,
+    request_id: &str,
+    now: i64,
+) -> Result<u64> {
+    let rows = agents::Entity::find()
+        .filter(agents::Column::OrganizationId.eq(org.id))
+        .all(&**tx)
+        .await?;
+    let from = ids::encode(IdKind::Organization, org.id);
+    let to = ids::encode(IdKind::Organization, root.id);
+    for agent in &rows {
+        agent_assignments::Entity::update_many()
+            .col_expr(agent_assignments::Column::UnassignTime, Expr::value(now))
+            .filter(agent_assignments::Column::AgentId.eq(agent.id))
+            .filter(agent_assignments::Column::UnassignTime.is_null())
+            .exec(&**tx)
+            .await?;
+        agent_assignments::ActiveModel {
+            id: Set(new_id()),
+            agent_id: Set(agent.id),
+            organization_id: Set(root.id),
+            assign_time: Set(now),
+            unassign_time: Set(None),
+        }
+        .insert(&**tx)
+        .await?;
+        let manual_suspension =
+            agent.status == AgentStatus::Suspended.as_str() && !agent.suspended_by_org;
+        let status = if manual_suspension {
+            AgentStatus::Suspended
+        } else {
+            AgentStatus::Active
+        };
+        let change = agents::ActiveModel {
+            organization_id: Set(root.id),
+            status: Set(status.as_str().to_owned()),
+            suspended_by_org: Set(false),
+            billing_rate_micros: Set(None),
+            update_time: Set(now),
+            version: Set(agent.version + 1),
+            ..Default::default()
+        };
+        let updated = agents::Entity::update_many()
+            .set(change)
+            .filter(agents::Column::Id.eq(agent.id))
+            .filter(agents::Column::Version.eq(agent.version))
+            .exec(&**tx)
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(Error::stale_etag());
+        }
+        for org_id in [org.id, root.id] {
+            audit(
+                tx,
+                ctx,
+                principal,
+                AuditRecord {
+                    organization_id: org_id,
+                    action: "UnassignAgent",
+                    target_type: "agent",
+                    target_id: ids::encode(IdKind::Agent, agent.id),
+                    request_id,
+                    summary: json!({
+                        "from": from,
+                        "to": to,
+                        "status": status.as_str(),
+                        "reason": "scheduled data deletion of a cancelled account",
+                    }),
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
 }

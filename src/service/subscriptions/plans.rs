@@ -1,35 +1,316 @@
-//! ListPlans, GetPlan and ListAddonServices: the catalogue, readable without authentication.
+//! ListPlans, GetPlan and ListAddonServices: the catalogue of
+//! `settings.billing.catalogue`, held in memory. Plans are readable without
+//! authentication; the add-on list needs any credentials.
+//!
+//! Pages over the in-memory catalogue use the same opaque tokens as database lists: the
+//! last item's sort key and id, bound to the query's fingerprint.
+
+use std::cmp::Ordering;
 
 use crate::{
     auth::Caller,
-    error::{Error, Result},
+    domain::{
+        filter::{self, Op},
+        money::Currency,
+        paging::{self, Cursor},
+        plans::{Addon, ChargeType},
+    },
+    error::{Error, Result, Violations},
     grpc::Ctx,
     proto,
 };
 
-/// ListPlans.
+use super::{addons::addon_proto, plan_proto};
+
+const BAD_TOKEN: &str = "is not a page token issued by this service";
+
+/// Longest catalogue key (`^[a-z][a-z0-9_]{0,63}$`).
+const MAX_KEY_LEN: usize = 64;
+
+/// Checks a catalogue key's shape.
+fn key_problem(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("is required".into());
+    }
+    let ok = key.len() <= MAX_KEY_LEN
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    (!ok).then(|| "must be a catalogue key matching ^[a-z][a-z0-9_]{0,63}$".into())
+}
+
+/// Page size and the position after which the page starts, from a request.
+struct CataloguePage {
+    size: usize,
+    after: Option<Cursor>,
+    fingerprint: String,
+}
+
+impl CataloguePage {
+    fn parse(v: &mut Violations, page_size: i32, page_token: &str, query: &[&str]) -> Self {
+        let size = v
+            .check("page_size", paging::page_size(page_size))
+            .unwrap_or(paging::DEFAULT_PAGE_SIZE);
+        let fingerprint = paging::fingerprint(query);
+        let after = v
+            .check("page_token", paging::decode(page_token, &fingerprint))
+            .flatten();
+        if after.as_ref().is_some_and(|c| c.k.is_none()) {
+            v.add("page_token", BAD_TOKEN);
+        }
+        CataloguePage {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            after,
+            fingerprint,
+        }
+    }
+
+    /// Cuts `items` (already past the cursor) to the page; returns the next token, which
+    /// carries the last item's sort key and id given by `position`.
+    fn finish<T>(&self, items: &mut Vec<T>, position: impl Fn(&T) -> (String, String)) -> String {
+        let more = items.len() > self.size;
+        items.truncate(self.size);
+        match items.last() {
+            Some(last) if more => {
+                let (key, id) = position(last);
+                paging::encode(&Cursor {
+                    q: self.fingerprint.clone(),
+                    k: Some(key),
+                    id,
+                })
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// ListPlans: the plans by ascending tier rank; with `currency`, only the plans priced
+/// in it, each with only that currency's prices.
 pub async fn list_plans(
-    _ctx: Ctx,
+    ctx: Ctx,
     _caller: Caller,
-    _req: proto::ListPlansRequest,
+    req: proto::ListPlansRequest,
 ) -> Result<proto::ListPlansResponse> {
-    Err(Error::Unimplemented("ListPlans"))
+    let mut v = Violations::new();
+    let currency = if req.currency.is_empty() {
+        None
+    } else {
+        v.check("currency", req.currency.parse::<Currency>())
+    };
+    let page = CataloguePage::parse(
+        &mut v,
+        req.page_size,
+        &req.page_token,
+        &["plans", &req.currency],
+    );
+    // The rank of the last plan shown; a token whose key is not a rank is not ours.
+    let after_rank = match page.after.as_ref().and_then(|c| c.k.as_deref()) {
+        Some(k) => match k.parse::<i32>() {
+            Ok(rank) => Some(rank),
+            Err(_) => {
+                v.add("page_token", BAD_TOKEN);
+                None
+            }
+        },
+        None => None,
+    };
+    v.finish()?;
+    let catalogue = &ctx.settings.billing.catalogue;
+    let mut plans: Vec<_> = catalogue
+        .plans
+        .iter()
+        .filter(|plan| currency.is_none_or(|c| plan.priced_in(c)))
+        .filter(|plan| after_rank.is_none_or(|rank| plan.tier_rank > rank))
+        .collect();
+    let next_page_token = page.finish(&mut plans, |plan| {
+        (plan.tier_rank.to_string(), plan.id.clone())
+    });
+    Ok(proto::ListPlansResponse {
+        plans: plans
+            .into_iter()
+            .map(|plan| plan_proto(plan, currency))
+            .collect(),
+        next_page_token,
+    })
 }
 
-/// GetPlan.
+/// GetPlan: one plan with all its prices.
 pub async fn get_plan(
-    _ctx: Ctx,
+    ctx: Ctx,
     _caller: Caller,
-    _req: proto::GetPlanRequest,
+    req: proto::GetPlanRequest,
 ) -> Result<proto::GetPlanResponse> {
-    Err(Error::Unimplemented("GetPlan"))
+    if let Some(problem) = key_problem(&req.plan_id) {
+        return Err(Error::invalid("plan_id", problem));
+    }
+    let plan = ctx
+        .settings
+        .billing
+        .catalogue
+        .plan(&req.plan_id)
+        .ok_or_else(|| Error::not_found("plan", &req.plan_id))?;
+    Ok(proto::GetPlanResponse {
+        plan: Some(plan_proto(plan, None)),
+    })
 }
 
-/// ListAddonServices.
+const ADDON_FILTER_FIELDS: &[(&str, &[Op])] = &[
+    ("category", filter::EQUALITY),
+    ("charge_type", filter::EQUALITY),
+    ("requires_agreement", filter::EQUALITY),
+];
+
+/// A parsed filter term over add-ons.
+enum AddonTerm {
+    Category(String),
+    ChargeType(ChargeType),
+    RequiresAgreement(bool),
+}
+
+impl AddonTerm {
+    fn parse(v: &mut Violations, term: &filter::Term) -> Option<(AddonTerm, bool)> {
+        let value = term.value.as_str();
+        let parsed = match term.field.as_str() {
+            "category" => Some(AddonTerm::Category(value.to_owned())),
+            "charge_type" => {
+                let bare = value.strip_prefix("ADDON_CHARGE_TYPE_").unwrap_or(value);
+                match bare.to_ascii_uppercase().parse::<ChargeType>() {
+                    Ok(charge) => Some(AddonTerm::ChargeType(charge)),
+                    Err(_) => {
+                        v.add("filter", "charge_type must be ONE_TIME or MONTHLY");
+                        None
+                    }
+                }
+            }
+            _ => match value {
+                "true" => Some(AddonTerm::RequiresAgreement(true)),
+                "false" => Some(AddonTerm::RequiresAgreement(false)),
+                _ => {
+                    v.add("filter", "requires_agreement must be true or false");
+                    None
+                }
+            },
+        };
+        parsed.map(|t| (t, term.op == Op::Eq))
+    }
+
+    fn holds(&self, addon: &Addon) -> bool {
+        match self {
+            AddonTerm::Category(category) => addon.category == *category,
+            AddonTerm::ChargeType(charge) => addon.charge_type == *charge,
+            AddonTerm::RequiresAgreement(required) => addon.terms.is_some() == *required,
+        }
+    }
+}
+
+/// The sort key of the add-on list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddonOrder {
+    Name,
+    Category,
+}
+
+impl AddonOrder {
+    fn key(self, addon: &Addon) -> &str {
+        match self {
+            AddonOrder::Name => &addon.name,
+            AddonOrder::Category => &addon.category,
+        }
+    }
+}
+
+/// Parses `order_by`: `name` (default) or `category`, optionally `asc` or `desc`.
+fn parse_addon_order(v: &mut Violations, text: &str) -> (AddonOrder, bool) {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (field, direction) = match words.as_slice() {
+        [] => return (AddonOrder::Name, false),
+        [field] => (*field, None),
+        [field, direction] => (*field, Some(direction.to_ascii_lowercase())),
+        _ => ("", None),
+    };
+    let order = match field {
+        "name" => Some(AddonOrder::Name),
+        "category" => Some(AddonOrder::Category),
+        _ => None,
+    };
+    let descending = match direction.as_deref() {
+        None | Some("asc") => Some(false),
+        Some("desc") => Some(true),
+        _ => None,
+    };
+    match (order, descending) {
+        (Some(order), Some(descending)) => (order, descending),
+        _ => {
+            v.add(
+                "order_by",
+                "must be `name` or `category`, optionally followed by `asc` or `desc`",
+            );
+            (AddonOrder::Name, false)
+        }
+    }
+}
+
+/// ListAddonServices: the add-on catalogue, optionally one category, filtered, ordered
+/// by name (default) or category (ties by id), paged.
 pub async fn list_addon_services(
-    _ctx: Ctx,
-    _caller: Caller,
-    _req: proto::ListAddonServicesRequest,
+    ctx: Ctx,
+    caller: Caller,
+    req: proto::ListAddonServicesRequest,
 ) -> Result<proto::ListAddonServicesResponse> {
-    Err(Error::Unimplemented("ListAddonServices"))
+    caller.principal()?;
+    let mut v = Violations::new();
+    if !req.category.is_empty()
+        && let Some(problem) = key_problem(&req.category)
+    {
+        v.add("category", problem);
+    }
+    let terms = v
+        .check("filter", filter::parse(&req.filter, ADDON_FILTER_FIELDS))
+        .unwrap_or_default();
+    let terms: Vec<(AddonTerm, bool)> = terms
+        .iter()
+        .filter_map(|term| AddonTerm::parse(&mut v, term))
+        .collect();
+    let (order, descending) = parse_addon_order(&mut v, &req.order_by);
+    let page = CataloguePage::parse(
+        &mut v,
+        req.page_size,
+        &req.page_token,
+        &["addons", &req.category, &req.filter, &req.order_by],
+    );
+    v.finish()?;
+    let position = |addon: &Addon| (order.key(addon).to_owned(), addon.id.clone());
+    let compare = |a: &(String, String), b: &(String, String)| {
+        let ordering = a.cmp(b);
+        if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    };
+    let after = page
+        .after
+        .as_ref()
+        .map(|c| (c.k.clone().unwrap_or_default(), c.id.clone()));
+    let mut services: Vec<&Addon> = ctx
+        .settings
+        .billing
+        .catalogue
+        .addons
+        .iter()
+        .filter(|a| req.category.is_empty() || a.category == req.category)
+        .filter(|a| terms.iter().all(|(term, eq)| term.holds(a) == *eq))
+        .filter(|a| {
+            after
+                .as_ref()
+                .is_none_or(|last| compare(&position(a), last) == Ordering::Greater)
+        })
+        .collect();
+    services.sort_by(|a, b| compare(&position(a), &position(b)));
+    let next_page_token = page.finish(&mut services, |a| position(a));
+    Ok(proto::ListAddonServicesResponse {
+        services: services.into_iter().map(addon_proto).collect(),
+        next_page_token,
+    })
 }
