@@ -16,8 +16,8 @@ use crate::{
     helpers::{Backend, TestApp, authed, metadata, reason},
     on_both_backends,
     organizations::{
-        agency, agent_row, agent_uuid, create, get, mask, named, org_row, org_uuid, register_agent,
-        tenant, unassign, usd,
+        agency, agency_on, agent_row, agent_uuid, create, get, mask, named, named_on, org_row,
+        org_uuid, register_agent, tenant, unassign, usd,
     },
 };
 
@@ -105,11 +105,12 @@ async fn statuses(app: &TestApp, org_id: &str) -> Vec<(String, i32)> {
 const ACTIVE: i32 = proto::AgentStatus::Active as i32;
 const SUSPENDED: i32 = proto::AgentStatus::Suspended as i32;
 
-/// A tenant with a billing rate of 10.00, set by the root admin at creation.
+/// A tenant with a billing rate of 10.00, set by the root admin at creation, on the pro
+/// plan (room for ten agents).
 async fn rated_tenant(app: &TestApp, name: &str, amount: &str) -> proto::Organization {
     let organization = proto::Organization {
         billing_rate_per_agent: Some(usd(amount)),
-        ..named(name)
+        ..named_on(name, "pro")
     };
     create(app, &app.root(), organization).await
 }
@@ -418,7 +419,7 @@ async fn assigning_moves_an_agent_and_keeps_its_history(backend: Backend) {
         ]
     );
     // An agency admin moves agents between its own tenants only.
-    let beta = agency(&app, "Beta Agency").await;
+    let beta = agency_on(&app, "Beta Agency", "pro").await;
     let one = tenant(&app, "One", &beta.id).await;
     let two = tenant(&app, "Two", &beta.id).await;
     let agency_admin = app.token("AGENCY_ADMIN", &beta.id);
@@ -446,12 +447,13 @@ async fn assigning_beyond_max_agents_fails(backend: Backend) {
         return;
     };
     let root = app.root();
+    // The organization's own limit of 2 caps the pro plan's 10.
     let limited = proto::Organization {
         usage_limits: Some(proto::UsageLimits {
             max_agents: 2,
             ..Default::default()
         }),
-        ..named("Small Plan")
+        ..named_on("Small Plan", "pro")
     };
     let small = create(&app, &root, limited).await;
     assert_eq!(small.usage_limits.as_ref().map(|l| l.max_agents), Some(2));
@@ -466,7 +468,8 @@ async fn assigning_beyond_max_agents_fails(backend: Backend) {
         .expect_err("over the limit");
     assert_eq!(full.code(), Code::ResourceExhausted);
     assert_eq!(reason(&full), "PLAN_LIMIT_REACHED");
-    assert_eq!(metadata(&full, "limit").as_deref(), Some("2"));
+    assert_eq!(metadata(&full, "limit").as_deref(), Some("max_agents"));
+    assert_eq!(metadata(&full, "allowed").as_deref(), Some("2"));
     assert_eq!(metadata(&full, "current").as_deref(), Some("2"));
     let internal = get(&app, &root, "internal").await.expect("root");
     assert_eq!(
@@ -502,12 +505,13 @@ async fn concurrent_registrations_respect_max_agents(backend: Backend) {
         return;
     };
     let root = app.root();
+    // The organization's own limit of 3 caps the pro plan's 10.
     let limited = proto::Organization {
         usage_limits: Some(proto::UsageLimits {
             max_agents: 3,
             ..Default::default()
         }),
-        ..named("Small Plan")
+        ..named_on("Small Plan", "pro")
     };
     let small = create(&app, &root, limited).await;
     let mut spares = Vec::new();
@@ -567,7 +571,7 @@ async fn deactivation_suspends_agents_and_reactivation_restores_them(backend: Ba
         return;
     };
     let root = app.root();
-    let acme = create(&app, &root, named("Acme Corp")).await;
+    let acme = create(&app, &root, named_on("Acme Corp", "pro")).await;
     for name in ["A", "B", "C"] {
         register_agent(&app, &root, &acme.id, name).await;
     }

@@ -15,7 +15,7 @@ use crate::{
     helpers::{Backend, TestApp, authed, reason, violations},
     on_both_backends,
     organizations::{
-        agency, agent_uuid, create, named, org_uuid, register_agent, tenant, unassign,
+        agency, agency_on, agent_uuid, create, named_on, org_uuid, register_agent, tenant, unassign,
     },
 };
 
@@ -105,7 +105,8 @@ async fn tenant_analytics_sum_usage_with_a_channel_breakdown(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let org = tenant(&app, "Voice Co", "").await;
+    // Three agents: more than the free plan's one.
+    let org = create(&app, &app.root(), named_on("Voice Co", "pro")).await;
     let a = register_agent(&app, &app.root(), &org.id, "Phone bot").await;
     let b = register_agent(&app, &app.root(), &org.id, "Chat bot").await;
     let idle = register_agent(&app, &app.root(), &org.id, "Idle bot").await;
@@ -237,14 +238,15 @@ async fn agency_analytics_total_and_rank_the_agencys_live_tenants(backend: Backe
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let reseller = agency(&app, "Reseller").await;
+    // Four tenants (the team plan allows ten), Acme with two agents (pro allows ten).
+    let reseller = agency_on(&app, "Reseller", "team").await;
     let rival = agency(&app, "Rival").await;
     let with_terms = |name: &str, currency: &str, rate: &str| proto::Organization {
         kind: proto::OrganizationKind::Tenant as i32,
         parent_id: reseller.id.clone(),
         currency: currency.into(),
         billing_rate_per_agent: Some(money(currency, rate)),
-        ..named(name)
+        ..named_on(name, "pro")
     };
     let acme = create(&app, &app.root(), with_terms("Acme Corp", "USD", "99.00")).await;
     let beta = create(&app, &app.root(), with_terms("Beta Inc", "EUR", "50.00")).await;

@@ -14,7 +14,7 @@ use tonic::{Code, Status};
 use crate::{
     helpers::{Backend, TestApp, authed, violations},
     on_both_backends,
-    organizations::{create, mask, named, org_row, register_agent, rows, usd},
+    organizations::{create, mask, named, named_on, org_row, register_agent, rows, usd},
 };
 
 /// Row counts of every table a request of this suite could write.
@@ -280,7 +280,8 @@ async fn lists_reject_bad_tokens_filters_and_orders(backend: Backend) {
         return;
     };
     let root = app.root();
-    let acme = create(&app, &root, named("Acme Corp")).await;
+    // Three agents: more than the free plan's one.
+    let acme = create(&app, &root, named_on("Acme Corp", "pro")).await;
     let list = |filter: &str, order_by: &str, page_token: &str, page_size: i32| {
         proto::ListOrganizationsRequest {
             filter: filter.into(),

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     helpers::{Backend, TestApp, authed, violations},
     on_both_backends,
-    organizations::{create, mask, named, org_uuid, register_agent, usd},
+    organizations::{create, mask, named, named_on, org_uuid, register_agent, usd},
 };
 
 /// A usage event at `at` without dimensions.
@@ -133,7 +133,8 @@ async fn seed(app: &TestApp) -> Seed {
         &app.root(),
         proto::Organization {
             billing_rate_per_agent: Some(usd("99.00")),
-            ..named("AgenticMail")
+            // Two agents: more than the free plan's one.
+            ..named_on("AgenticMail", "pro")
         },
     )
     .await;

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter,
+};
 use tenantry::{
     auth::api_key,
     proto::{self, MemberRole},
@@ -52,9 +55,13 @@ async fn tenant(app: &TestApp, name: &str) -> String {
         .id
 }
 
-/// A tenant registered by a user, who becomes its owner; returns (org id, owner token).
+/// A tenant registered by a user, who becomes its owner, then put on the basic plan
+/// (three members; a registered tenant starts on free, whose one seat the owner takes)
+/// the way a subscription sets it; returns (org id, owner token).
 async fn owned_tenant(app: &TestApp, name: &str, owner_email: &str) -> (String, String) {
-    let user = app.token_for("", "", "owner-user", Some(owner_email));
+    // One user per owner email: a free account owns one organization.
+    let sub = format!("owner:{owner_email}");
+    let user = app.token_for("", "", &sub, Some(owner_email));
     let org = app
         .orgs()
         .register_organization(authed(
@@ -71,7 +78,12 @@ async fn owned_tenant(app: &TestApp, name: &str, owner_email: &str) -> (String, 
         .organization
         .expect("organization")
         .id;
-    let admin = app.token_for("CONFIG_ADMIN", &org, "owner-user", Some(owner_email));
+    let mut row = crate::organizations::org_row(app, &org)
+        .await
+        .into_active_model();
+    row.plan = Set("basic".to_owned());
+    row.update(app.store.db()).await.expect("basic plan");
+    let admin = app.token_for("CONFIG_ADMIN", &org, &sub, Some(owner_email));
     (org, admin)
 }
 

@@ -76,6 +76,25 @@ pub(crate) async fn agency(app: &TestApp, name: &str) -> proto::Organization {
     create(app, &app.root(), organization).await
 }
 
+/// An organization message with a name, on `plan` (set by the creating operator or
+/// agency): for tests that need more room than the free plan's limits (one agent, one
+/// member, one tenant per agency).
+pub(crate) fn named_on(name: &str, plan: &str) -> proto::Organization {
+    proto::Organization {
+        plan: plan.into(),
+        ..named(name)
+    }
+}
+
+/// An agency under the root on `plan`, created by the root admin.
+pub(crate) async fn agency_on(app: &TestApp, name: &str, plan: &str) -> proto::Organization {
+    let organization = proto::Organization {
+        kind: proto::OrganizationKind::Agency as i32,
+        ..named_on(name, plan)
+    };
+    create(app, &app.root(), organization).await
+}
+
 /// A tenant under `parent_id` (self-managed when empty), created by the root admin.
 pub(crate) async fn tenant(app: &TestApp, name: &str, parent_id: &str) -> proto::Organization {
     let organization = proto::Organization {
@@ -591,7 +610,8 @@ async fn get_accepts_an_id_or_a_slug(backend: Backend) {
 /// Agency "Beta Agency" with tenants "Acme Corp" and "Alpha Tenant" (deactivated),
 /// agency "Omega Agency" with tenant "Omega Client", self-managed "Zeta Solo".
 async fn populate(app: &TestApp) -> (proto::Organization, proto::Organization) {
-    let beta = agency(app, "Beta Agency").await;
+    // Beta has two tenants: more than the free plan's one.
+    let beta = agency_on(app, "Beta Agency", "pro").await;
     tenant(app, "Acme Corp", &beta.id).await;
     let alpha = tenant(app, "Alpha Tenant", &beta.id).await;
     let omega = agency(app, "Omega Agency").await;
@@ -749,7 +769,7 @@ async fn list_reports_each_orgs_agent_count(backend: Backend) {
         return;
     };
     let root = app.root();
-    let busy = create(&app, &root, named("Busy")).await;
+    let busy = create(&app, &root, named_on("Busy", "pro")).await;
     let quiet = create(&app, &root, named("Quiet")).await;
     for i in 0..3 {
         register_agent(&app, &root, &busy.id, &format!("Busy {i}")).await;
@@ -1000,7 +1020,7 @@ async fn deleting_an_org_with_agents_fails_until_they_are_unassigned(backend: Ba
         return;
     };
     let root = app.root();
-    let acme = create(&app, &root, named("Acme Corp")).await;
+    let acme = create(&app, &root, named_on("Acme Corp", "pro")).await;
     let first = register_agent(&app, &root, &acme.id, "Support bot").await;
     let second = register_agent(&app, &root, &acme.id, "Sales bot").await;
     let refused = delete(&app, &root, &acme.id)

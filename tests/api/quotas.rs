@@ -318,15 +318,16 @@ async fn monthly_logs_and_team_members_warn_against_their_limits(backend: Backen
         ]
     );
 
+    // Logs are refused past the limit (plan_limits), so a month reaches 100 % exactly.
     record(
         &app,
         &org.id,
-        event("l-2", &agent.id, UsageMetric::Logs, 250, "0", at),
+        event("l-2", &agent.id, UsageMetric::Logs, 200, "0", at),
     )
     .await;
     let response = usage(&app, &admin, &org.id).await;
     let logs = quota(&response, "logs");
-    assert_eq!((logs.current, logs.percentage.as_str()), (1050, "105.0"));
+    assert_eq!((logs.current, logs.percentage.as_str()), (1000, "100.0"));
     let logs_warning = response
         .warnings
         .iter()
@@ -334,7 +335,7 @@ async fn monthly_logs_and_team_members_warn_against_their_limits(backend: Backen
         .expect("logs warning");
     assert_eq!(
         logs_warning.message,
-        "Critical: You've reached 1050/1000 logs this month. Upgrade to add more."
+        "Critical: You've reached 1000/1000 logs this month. Upgrade to add more."
     );
     assert_eq!(logs_warning.severity, UsageWarningSeverity::Critical as i32);
     app.stop().await;

@@ -14,7 +14,9 @@ use tonic::Code;
 use crate::{
     helpers::{Backend, TestApp, authed, reason, violations},
     on_both_backends,
-    organizations::{agent_row, agent_uuid, org_uuid, register_agent, tenant, usd},
+    organizations::{
+        agent_row, agent_uuid, create, named_on, org_uuid, register_agent, tenant, usd,
+    },
 };
 
 /// A timestamp `seconds` from now (negative = past).
@@ -159,7 +161,8 @@ async fn a_bad_event_never_fails_the_others(backend: Backend) {
         return;
     };
     let root = app.root();
-    let org = tenant(&app, "Batcher", "").await;
+    // Two agents: more than the free plan's one.
+    let org = create(&app, &root, named_on("Batcher", "pro")).await;
     let other = tenant(&app, "Elsewhere", "").await;
     let good = register_agent(&app, &root, &org.id, "Good").await;
     let sleepy = register_agent(&app, &root, &org.id, "Sleepy").await;

@@ -51,7 +51,7 @@ async fn move_agent(
         lock_live(tx, target).await?
     };
     let target = &target;
-    check_capacity(tx, target).await?;
+    check_capacity(ctx, tx, target).await?;
     let now = ctx.store.now();
     agent_assignments::Entity::update_many()
         .col_expr(agent_assignments::Column::UnassignTime, Expr::value(now))

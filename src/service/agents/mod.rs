@@ -36,6 +36,7 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
+    service::{billing::quotas::effective_limits, subscriptions::limit_reached},
     storage::{
         Tx,
         entities::{agent_assignments, agents, organizations},
@@ -87,31 +88,24 @@ fn rate_micros(
     .map(money::to_micros)
 }
 
-/// Refuses a new agent beyond the organization's `max_agents` (0 = no limit here; plan
-/// limits arrive with subscriptions). The root organization has no limit.
+/// Refuses a new agent beyond the organization's effective `max_agents`
+/// ([`effective_limits`]: the plan's limit, capped by the organization's own usage
+/// limit; the root organization has none) with RESOURCE_EXHAUSTED `PLAN_LIMIT_REACHED`.
 ///
-/// The caller holds the organization's row lock ([`lock_live_org`]), so concurrent
-/// registrations and moves into one organization count one at a time and cannot
-/// overrun the limit together.
-async fn check_capacity(tx: &Tx, org: &organizations::Model) -> Result<()> {
-    if org.max_agents <= 0 || org.kind == "ROOT" {
+/// The caller holds the organization's row lock ([`crate::service::orgs::lock_live`]),
+/// so concurrent registrations and moves into one organization count one at a time and
+/// cannot overrun the limit together.
+pub(crate) async fn check_capacity(ctx: &Ctx, tx: &Tx, org: &organizations::Model) -> Result<()> {
+    let Some(allowed) = effective_limits(&ctx.settings.billing.catalogue, org).max_agents else {
         return Ok(());
-    }
+    };
     let current = agents::Entity::find()
         .filter(agents::Column::OrganizationId.eq(org.id))
         .count(&**tx)
         .await?;
-    if current >= org.max_agents as u64 {
-        return Err(Error::rejected(
-            Code::ResourceExhausted,
-            "PLAN_LIMIT_REACHED",
-            format!(
-                "the organization already has {current} of {} agents",
-                org.max_agents
-            ),
-        )
-        .with("current", current)
-        .with("limit", org.max_agents));
+    let current = i64::try_from(current).unwrap_or(i64::MAX);
+    if current >= allowed {
+        return Err(limit_reached(org, "max_agents", current, allowed));
     }
     Ok(())
 }

@@ -58,7 +58,7 @@ pub async fn register(
         if let Some(done) = replayed(&tx, key.as_ref()).await? {
             return Ok(done);
         }
-        check_capacity(&tx, org).await?;
+        check_capacity(&ctx, &tx, org).await?;
         let now = ctx.store.now();
         let id = new_id();
         let (status, by_org) = initial_status(org);

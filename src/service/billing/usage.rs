@@ -4,13 +4,15 @@
 //! counter rows (`usage_counters`, in month order), which serializes recorders of the
 //! same organization and month on every replica; then it decides each event in request
 //! order against the state under those locks: duplicate (`event_id` already recorded),
-//! refused (org inactive, unknown agent, agent suspended, spend limit reached), or
-//! accepted. Accepted events are inserted, and their billing records, counters and spend
-//! alerts updated, before the commit. Because the spend check reads the locked counter,
-//! the month's cost passes a SUSPEND_USAGE limit by at most the event that crossed it,
-//! and each alert threshold fires once. A concurrent batch that raced on the same
-//! `event_id` in another month loses on the unique key and the batch is retried, where
-//! it then sees a duplicate.
+//! refused (org inactive, unknown agent, agent suspended, spend limit reached, a LOGS
+//! event past the plan's `max_logs_per_month`), or accepted. Accepted events are
+//! inserted, and their billing records, counters and spend alerts updated, before the
+//! commit. Because the spend check reads the locked counter, the month's cost passes a
+//! SUSPEND_USAGE limit by at most the event that crossed it, and each alert threshold
+//! fires once. The logs limit reads the same locked counter, so a month's logs never
+//! pass it: an event that would is refused whole. A concurrent batch that raced on the
+//! same `event_id` in another month loses on the unique key and the batch is retried,
+//! where it then sees a duplicate.
 //!
 //! Usage events are their own audit trail (each row records who recorded it and when);
 //! audit entries are written for the spend alerts they trigger, not per event.
@@ -61,6 +63,8 @@ pub(crate) struct Refusal {
     reason: &'static str,
     message: String,
     field: Option<&'static str>,
+    /// Facts for the unary call's `ErrorInfo` (e.g. a plan limit's numbers).
+    metadata: Vec<(&'static str, String)>,
 }
 
 impl Refusal {
@@ -69,6 +73,7 @@ impl Refusal {
             reason,
             message: message.into(),
             field: None,
+            metadata: Vec::new(),
         }
     }
 
@@ -77,6 +82,25 @@ impl Refusal {
             reason: "INVALID_EVENT",
             message: message.into(),
             field: Some(field),
+            metadata: Vec::new(),
+        }
+    }
+
+    /// The refusal of an event for a domain error (its reason, message and facts).
+    fn from_error(error: Error) -> Self {
+        match error {
+            Error::Rejected {
+                reason,
+                message,
+                metadata,
+                ..
+            } => Refusal {
+                reason,
+                message,
+                field: None,
+                metadata,
+            },
+            other => Refusal::new(other.reason(), other.to_string()),
         }
     }
 
@@ -96,7 +120,10 @@ impl Refusal {
                 };
             }
         };
-        Error::rejected(code, self.reason, self.message)
+        self.metadata.into_iter().fold(
+            Error::rejected(code, self.reason, self.message),
+            |error, (key, value)| error.with(key, value),
+        )
     }
 }
 
@@ -169,6 +196,7 @@ fn check(
             reason: "EVENT_OUT_OF_WINDOW",
             message: "must be at most 35 days in the past and 5 minutes in the future".into(),
             field: Some("occurred_at"),
+            metadata: Vec::new(),
         });
     }
     if event.dimensions.len() > MAX_DIMENSIONS {

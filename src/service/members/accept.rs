@@ -1,9 +1,9 @@
 //! AcceptInvitation: the calling user joins the invitation's organization, becoming its
-//! owner if the invitation says so.
+//! owner if the invitation says so, while the plan's `max_team_members` has room.
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, ExprTrait,
-    QueryFilter, sea_query::Expr,
+    PaginatorTrait, QueryFilter, sea_query::Expr,
 };
 use serde_json::json;
 use tonic::Code;
@@ -18,7 +18,9 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::audit,
+    service::{
+        audit, billing::quotas::effective_limits, orgs::lock_org, subscriptions::limit_reached,
+    },
     storage::{
         audit::AuditRecord,
         entities::{invitations, members, organizations},
@@ -95,10 +97,10 @@ pub async fn accept(
     };
     let role: MemberRole = invitation.role.parse().unwrap_or(MemberRole::Member);
     let tx = ctx.store.write().await?;
-    let org = organizations::Entity::find_by_id(invitation.organization_id)
-        .filter(organizations::Column::DeleteTime.is_null())
-        .one(&*tx)
+    // Lock the organization so concurrent accepts into it count members one at a time.
+    let org = lock_org(&tx, invitation.organization_id)
         .await?
+        .filter(|o| o.delete_time.is_none())
         .ok_or_else(not_found)?;
     let taken = invitations::Entity::update_many()
         .col_expr(
@@ -136,6 +138,18 @@ pub async fn accept(
         .await?;
     if already.is_some() {
         return Err(member_exists(&invitation.email));
+    }
+    // The invitation was counted when it was sent, but the plan may have changed since.
+    if let Some(allowed) = effective_limits(&ctx.settings.billing.catalogue, &org).max_team_members
+    {
+        let team = members::Entity::find()
+            .filter(members::Column::OrganizationId.eq(org.id))
+            .count(&*tx)
+            .await?;
+        let current = i64::try_from(team).unwrap_or(i64::MAX);
+        if current >= allowed {
+            return Err(limit_reached(&org, "max_team_members", current, allowed));
+        }
     }
     if invitation.is_owner {
         // One owner per organization: the invitation names the new one.

@@ -3,7 +3,8 @@
 
 use crate::service::orgs::lock_live;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    sea_query::Expr,
 };
 use serde_json::json;
 
@@ -17,10 +18,14 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::{audit, audit_request_id, commit, idempotency_key, replayed, settle},
+    service::{
+        audit, audit_request_id, billing::quotas::effective_limits, commit, idempotency_key,
+        replayed, settle, subscriptions::limit_reached,
+    },
     storage::{
+        Tx,
         audit::AuditRecord,
-        entities::{invitations, members},
+        entities::{invitations, members, organizations},
     },
 };
 
@@ -37,8 +42,9 @@ fn ttl_micros(ctx: &Ctx) -> i64 {
 /// revoked and replaced (a replaced owner invitation stays an owner invitation while the
 /// organization has no owner, so a lost owner token can be re-issued).
 ///
-/// The team size will be limited by the plan's `max_team_members` (members plus pending
-/// invitations); that check arrives with the plan catalogue in the subscriptions issue.
+/// The team is limited by the plan's `max_team_members`: members plus pending
+/// invitations (unexpired; the one this call replaces does not count) may not reach
+/// past it (RESOURCE_EXHAUSTED `PLAN_LIMIT_REACHED`).
 ///
 /// The token is shown once and stored only as a hash, so the idempotency record keeps
 /// the response without it; a retry with the same `request_id` gets the same invitation
@@ -82,6 +88,8 @@ pub async fn invite(
         if existing.is_some() {
             return Err(member_exists(&email));
         }
+        let now = ctx.store.now();
+        check_team_room(&ctx, &tx, &org, &email, now).await?;
         let pending = invitations::Entity::find()
             .filter(invitations::Column::OrganizationId.eq(org.id))
             .filter(invitations::Column::Email.eq(email.as_str()))
@@ -97,7 +105,6 @@ pub async fn invite(
             .filter(invitations::Column::Status.eq(InvitationStatus::Pending.as_str()))
             .exec(&*tx)
             .await?;
-        let now = ctx.store.now();
         let token = api_key::random_token(TOKEN_PREFIX);
         let id = new_id();
         let row = invitations::ActiveModel {
@@ -153,6 +160,41 @@ pub async fn invite(
         .await;
     }
     Ok(response)
+}
+
+/// Refuses an invitation that would take the team past the plan's `max_team_members`:
+/// members plus the pending, unexpired invitations of other emails (a re-invite of the
+/// same email replaces its pending invitation, so it is not counted twice). The caller
+/// holds the organization's row lock, so concurrent invitations count one at a time.
+async fn check_team_room(
+    ctx: &Ctx,
+    tx: &Tx,
+    org: &organizations::Model,
+    email: &str,
+    now: i64,
+) -> Result<()> {
+    let Some(allowed) = effective_limits(&ctx.settings.billing.catalogue, org).max_team_members
+    else {
+        return Ok(());
+    };
+    let team = members::Entity::find()
+        .filter(members::Column::OrganizationId.eq(org.id))
+        .count(&**tx)
+        .await?;
+    let invited = invitations::Entity::find()
+        .filter(invitations::Column::OrganizationId.eq(org.id))
+        .filter(invitations::Column::Email.ne(email))
+        .filter(invitations::Column::Status.eq(InvitationStatus::Pending.as_str()))
+        .filter(invitations::Column::ExpireTime.gt(now))
+        .count(&**tx)
+        .await?;
+    let current = i64::try_from(team + invited).unwrap_or(i64::MAX);
+    if current >= allowed {
+        return Err(limit_reached(org, "max_team_members", current, allowed)
+            .with("members", team)
+            .with("pending_invitations", invited));
+    }
+    Ok(())
 }
 
 /// Issues a fresh token for the invitation of a replayed InviteMember response, if the

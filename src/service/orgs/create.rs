@@ -1,7 +1,7 @@
 //! CreateOrganization: a tenant or agency under its parent, with an optional owner
 //! invitation whose token is shown once.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -11,14 +11,21 @@ use crate::{
         ids::{self, IdKind, new_id},
         money::Currency,
         org::{MemberRole, OrgKind, OrgStatus, SpendAction},
+        plans::FREE_PLAN,
         slug::Slug,
         text,
     },
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::{audit, audit_request_id, commit_redacted, idempotency_key, replayed, settle},
+    service::{
+        audit, audit_request_id,
+        billing::quotas::effective_limits,
+        commit_redacted, idempotency_key, replayed, settle,
+        subscriptions::{limit_reached, organizations_count},
+    },
     storage::{
+        Tx,
         audit::AuditRecord,
         entities::{invitations, organizations},
     },
@@ -93,7 +100,7 @@ pub async fn create(
     }
     let currency =
         parse_currency(&mut v, "organization.currency", &org_in.currency).unwrap_or(Currency::Usd);
-    let settings = parse_settings(&mut v, &org_in, currency, true);
+    let settings = parse_settings(&mut v, &org_in, currency, &ctx.settings.billing.catalogue);
     let owner = req.owner.as_ref().and_then(|o| {
         let email = v.check("owner.email", text::email(&o.email));
         let first = v.check(
@@ -151,6 +158,36 @@ pub async fn create(
     }
 }
 
+/// Refuses a new tenant under an agency that already has as many live tenants as its
+/// plan's `max_organizations` allows (RESOURCE_EXHAUSTED `PLAN_LIMIT_REACHED`). The
+/// limit is the agency's, so it binds everyone creating under the agency, operators
+/// included: an operator raises it by changing the agency's plan. Creates are
+/// serialized by the slug allocation lock, so concurrent creates cannot overrun it.
+pub(super) async fn check_agency_room(ctx: &Ctx, tx: &Tx, agency_id: Uuid) -> Result<()> {
+    let Some(agency) = organizations::Entity::find_by_id(agency_id)
+        .one(&**tx)
+        .await?
+        .filter(|o| o.kind == OrgKind::Agency.as_str() && o.delete_time.is_none())
+    else {
+        return Ok(());
+    };
+    let Some(allowed) =
+        effective_limits(&ctx.settings.billing.catalogue, &agency).max_organizations
+    else {
+        return Ok(());
+    };
+    let current = organizations_count(&**tx, &agency).await?;
+    if current >= allowed {
+        return Err(limit_reached(
+            &agency,
+            "max_organizations",
+            current,
+            allowed,
+        ));
+    }
+    Ok(())
+}
+
 async fn insert_org(
     ctx: &Ctx,
     caller: &Caller,
@@ -162,6 +199,11 @@ async fn insert_org(
     lock_slug_allocation(&tx).await?;
     if let Some(done) = replayed(&tx, key).await? {
         return Ok(done);
+    }
+    if let Some(parent_id) = new.parent_id
+        && new.kind == OrgKind::Tenant
+    {
+        check_agency_room(ctx, &tx, parent_id).await?;
     }
     let (slug, _) = choose_slug(&tx, new.explicit_slug.clone(), &new.name).await?;
     let now = ctx.store.now();
@@ -192,7 +234,7 @@ async fn insert_org(
         interests: Set("[]".to_owned()),
         billing_rate_micros: Set(s.rate_micros.unwrap_or(0)),
         currency: Set(new.currency.code().to_owned()),
-        plan: Set(s.plan.clone().unwrap_or_else(|| "free".to_owned())),
+        plan: Set(s.plan.clone().unwrap_or_else(|| FREE_PLAN.to_owned())),
         owner_user_id: Set(String::new()),
         owner_email: Set(owner_email.clone()),
         owner_name: Set(owner_name.clone()),

@@ -1,7 +1,7 @@
 //! RegisterOrganization: self-service signup of a tenant owned by the calling user,
 //! gated by pre-approvals when signup is closed.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 
 use crate::{
@@ -10,23 +10,72 @@ use crate::{
         ids::{self, IdKind, new_id},
         money::Currency,
         org::{MemberRole, OrgKind, OrgStatus, SpendAction},
+        plans::FREE_PLAN,
         slug::Slug,
         text,
     },
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::{audit, audit_request_id, commit, idempotency_key, replayed, settle},
+    service::{
+        audit, audit_request_id, billing::quotas::effective_limits, commit, idempotency_key,
+        replayed, settle, subscriptions::limit_reached,
+    },
     storage::{
+        Tx,
         audit::AuditRecord,
         entities::{members, organizations},
     },
 };
 
 use super::{
+    create::check_agency_room,
     slugs::{choose_slug, lock_slug_allocation, slug_taken_error},
     validation::parse_currency,
 };
+
+/// Refuses another organization to user `sub` when the live organizations they own
+/// already reach their account's `max_organizations`: the highest among the plans of
+/// those organizations (unlimited when any is unlimited; the free plan's when they own
+/// none). Registrations are serialized by the slug allocation lock, so concurrent
+/// signups of one user cannot overrun it.
+async fn check_owner_room(ctx: &Ctx, tx: &Tx, sub: &str) -> Result<()> {
+    let catalogue = &ctx.settings.billing.catalogue;
+    let owned = organizations::Entity::find()
+        .filter(organizations::Column::OwnerUserId.eq(sub))
+        .filter(organizations::Column::DeleteTime.is_null())
+        .all(&**tx)
+        .await?;
+    let mut allowed = catalogue.free().limits.max_organizations;
+    for org in &owned {
+        let Some(limit) = effective_limits(catalogue, org).max_organizations else {
+            return Ok(());
+        };
+        allowed = allowed.map(|a| a.max(limit));
+    }
+    let Some(allowed) = allowed else {
+        return Ok(());
+    };
+    let current = i64::try_from(owned.len()).unwrap_or(i64::MAX);
+    if current < allowed {
+        return Ok(());
+    }
+    // The organization whose plan sets the account's limit names it in the error.
+    let best = owned
+        .iter()
+        .max_by_key(|o| effective_limits(catalogue, o).max_organizations);
+    Err(match best {
+        Some(org) => limit_reached(org, "max_organizations", current, allowed),
+        None => Error::rejected(
+            tonic::Code::ResourceExhausted,
+            "PLAN_LIMIT_REACHED",
+            format!("the account may own {allowed} organizations and owns {current}"),
+        )
+        .with("limit", "max_organizations")
+        .with("current", current)
+        .with("allowed", allowed),
+    })
+}
 
 /// RegisterOrganization: self-service signup of a tenant owned by the caller. With
 /// closed signup on, a valid pre-approval (the caller's email, or `signup_code`) is
@@ -88,6 +137,7 @@ pub async fn register(
                 "signup is by invitation only; this email or code is not pre-approved",
             ));
         }
+        check_owner_room(&ctx, &tx, sub).await?;
         let mut parent_id = None;
         if let Some(approval) = &approval {
             crate::service::signups::consume(&tx, approval).await?;
@@ -97,6 +147,7 @@ pub async fn register(
             if let Some(issuer) =
                 issuer.filter(|o| o.kind == OrgKind::Agency.as_str() && o.delete_time.is_none())
             {
+                check_agency_room(&ctx, &tx, issuer.id).await?;
                 parent_id = Some(issuer.id);
             }
         }
@@ -115,7 +166,7 @@ pub async fn register(
             interests: Set("[]".to_owned()),
             billing_rate_micros: Set(0),
             currency: Set(currency.code().to_owned()),
-            plan: Set("free".to_owned()),
+            plan: Set(FREE_PLAN.to_owned()),
             owner_user_id: Set(sub.clone()),
             owner_email: Set(email.clone()),
             owner_name: Set(owner_name.clone()),

@@ -1,5 +1,6 @@
 //! UpdateOrganization: the fields named by the update mask, billing terms only by the
-//! organization's managers, checked against the locked row's etag.
+//! organization's managers, checked against the locked row's etag. The plan is not
+//! updated here: it mirrors the subscription (SubscriptionService).
 
 use sea_orm::{ActiveValue::Set, IntoActiveModel};
 use serde_json::json;
@@ -20,7 +21,7 @@ use crate::{
 
 use super::{
     lock_live, save_versioned,
-    validation::{parse_alerts, parse_limits, parse_plan, parse_rate},
+    validation::{parse_alerts, parse_limits, parse_rate},
 };
 
 /// Fields of UpdateOrganization's mask that only the organization's managers may set.
@@ -131,11 +132,15 @@ pub async fn update(
             row.billing_rate_micros = Set(micros);
         }
     }
-    if has("plan")
-        && let Some(plan) = parse_plan(&mut v, "organization.plan", &org_in.plan)
-    {
-        changed.insert("plan".into(), json!(plan));
-        row.plan = Set(plan);
+    // The plan mirrors the subscription: it changes only through the SubscriptionService.
+    // Naming it in the mask with the current value is allowed (a read-modify-write of
+    // the whole organization) and changes nothing.
+    if has("plan") && org_in.plan != current.plan {
+        v.add(
+            "organization.plan",
+            "the plan follows the subscription; change it with ChangePlan \
+             (or AdminUpdateSubscription for operators)",
+        );
     }
     if has("usage_limits") {
         let limits = parse_limits(

@@ -5,13 +5,15 @@ use crate::{
     domain::{
         money::{self, Currency},
         org::SpendAction,
+        plans::{Catalogue, FREE_PLAN},
         text,
     },
     error::Violations,
     proto,
 };
 
-/// Plan ids known before the plan catalogue lands (the default catalogue's ids).
+/// The built-in catalogue's plan ids. Superseded: plan ids are checked against the
+/// configured catalogue (`settings.billing.catalogue`), which may hold other plans.
 pub const KNOWN_PLANS: &[&str] = &["free", "basic", "pro", "team", "business", "enterprise"];
 /// Maximum alert thresholds and alert emails.
 const MAX_ALERT_ENTRIES: usize = 10;
@@ -151,13 +153,22 @@ pub(crate) fn parse_alerts(
     }
 }
 
-pub(super) fn parse_plan(v: &mut Violations, field: &str, plan: &str) -> Option<String> {
-    if KNOWN_PLANS.contains(&plan) {
-        Some(plan.to_owned())
-    } else {
-        v.add(field, format!("must be one of {}", KNOWN_PLANS.join(", ")));
-        None
+/// A plan id of the catalogue.
+pub(super) fn parse_plan(
+    v: &mut Violations,
+    field: &str,
+    plan: &str,
+    catalogue: &Catalogue,
+) -> Option<String> {
+    if catalogue.plan(plan).is_some() {
+        return Some(plan.to_owned());
     }
+    let known: Vec<&str> = catalogue.plans.iter().map(|p| p.id.as_str()).collect();
+    v.add(
+        field,
+        format!("unknown plan; must be one of {}", known.join(", ")),
+    );
+    None
 }
 
 pub(super) fn parse_currency(v: &mut Violations, field: &str, code: &str) -> Option<Currency> {
@@ -171,9 +182,8 @@ pub(super) fn parse_settings(
     v: &mut Violations,
     org_in: &proto::Organization,
     currency: Currency,
-    creating: bool,
+    catalogue: &Catalogue,
 ) -> Settings {
-    let _ = creating;
     Settings {
         contact_name: v.check(
             "organization.contact_name",
@@ -192,9 +202,9 @@ pub(super) fn parse_settings(
             None => Some(0),
         },
         plan: if org_in.plan.is_empty() {
-            Some("free".to_owned())
+            Some(FREE_PLAN.to_owned())
         } else {
-            parse_plan(v, "organization.plan", &org_in.plan)
+            parse_plan(v, "organization.plan", &org_in.plan, catalogue)
         },
         limits: org_in
             .usage_limits

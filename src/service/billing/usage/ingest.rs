@@ -19,7 +19,7 @@ use crate::{
     },
     error::{Error, Result},
     grpc::{Ctx, convert},
-    service::audit,
+    service::{audit, billing::quotas::effective_limits, subscriptions::limit_reached},
     storage::{
         Tx,
         audit::AuditRecord,
@@ -192,7 +192,29 @@ struct Crossing {
     limit: i64,
 }
 
-fn decide(snap: &Snapshot, v: &Valid, rules: &SpendRules) -> Result<Outcome, Refusal> {
+/// Refuses a LOGS event that would take its month past the plan's
+/// `max_logs_per_month` (the counter read under its lock, with this batch's accepted
+/// events applied). Other metrics have no plan limit.
+fn check_logs(snap: &Snapshot, v: &Valid, max_logs: Option<i64>) -> Result<(), Refusal> {
+    let Some(allowed) = max_logs.filter(|_| v.metric == Metric::Logs) else {
+        return Ok(());
+    };
+    let used = snap.counters.get(&v.month).map_or(0, |c| c.logs);
+    if used.saturating_add(v.quantity) <= allowed {
+        return Ok(());
+    }
+    let error = limit_reached(&snap.org, "max_logs_per_month", used, allowed)
+        .with("month", v.month)
+        .with("requested", v.quantity);
+    Err(Refusal::from_error(error))
+}
+
+fn decide(
+    snap: &Snapshot,
+    v: &Valid,
+    rules: &SpendRules,
+    max_logs: Option<i64>,
+) -> Result<Outcome, Refusal> {
     if snap.recorded.contains(&v.event_id) {
         return Ok(Outcome::Duplicate);
     }
@@ -227,6 +249,7 @@ fn decide(snap: &Snapshot, v: &Valid, rules: &SpendRules) -> Result<Outcome, Ref
             format!("the monthly spend limit is reached for {}", v.month),
         ));
     }
+    check_logs(snap, v, max_logs)?;
     Ok(Outcome::Accepted)
 }
 
@@ -252,13 +275,14 @@ async fn ingest(
     let tx = ctx.store.write().await?;
     let mut snap = snapshot(&tx, access.org().id, valid, now).await?;
     let rules = SpendRules::of(&snap.org);
+    let max_logs = effective_limits(&ctx.settings.billing.catalogue, &snap.org).max_logs_per_month;
     let recorded_by = access.principal().author();
     let mut decided = Vec::with_capacity(valid.len());
     let mut rows = Vec::new();
     let mut touched: BTreeSet<(Uuid, String)> = BTreeSet::new();
     let mut crossings = Vec::new();
     for v in valid {
-        let outcome = match decide(&snap, v, &rules) {
+        let outcome = match decide(&snap, v, &rules, max_logs) {
             Ok(Outcome::Accepted) => {
                 snap.recorded.insert(v.event_id.clone());
                 if let Some(counter) = snap.counters.get_mut(&v.month) {
