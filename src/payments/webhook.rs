@@ -13,8 +13,9 @@
 //! failures worth Stripe's retry (database, internal).
 //!
 //! `payment_intent.succeeded` settles the purchase through the same exactly-once path as
-//! CompletePayment; `payment_intent.payment_failed` and `payment_intent.canceled` mark it
-//! FAILED with Stripe's message.
+//! CompletePayment (an add-on service purchase through CompleteServicePurchase's);
+//! `payment_intent.payment_failed` and `payment_intent.canceled` mark it FAILED with
+//! Stripe's message.
 
 use axum::{
     body::Bytes,
@@ -32,9 +33,12 @@ use crate::{
     error::{Error, Result},
     grpc::Ctx,
     payments::{IntentState, stripe},
-    service::billing::credits::{
-        completion::{self, By},
-        purchase::system_principal,
+    service::{
+        billing::credits::{
+            completion::{self, By},
+            purchase::system_principal,
+        },
+        subscriptions::addons,
     },
     storage::entities::credit_transactions as txns,
 };
@@ -172,6 +176,24 @@ async fn handle(ctx: &Ctx, id: &str, kind: &str, object: &Value) -> Result<&'sta
         .one(ctx.store.db())
         .await?
     else {
+        // An add-on service purchase settles through its own exactly-once path.
+        if let Some(service) =
+            addons::purchase_paid_by(ctx.store.db(), "stripe", &intent.id).await?
+        {
+            let principal = system_principal("stripe-webhook");
+            let by = By {
+                principal: &principal,
+                action: "StripeWebhook",
+                request_id: id,
+                note: "",
+                stripe_event: Some((id, kind)),
+            };
+            addons::complete_with_intent(ctx, by, service.id, &intent, None, |_| {
+                crate::proto::CompleteServicePurchaseResponse::default()
+            })
+            .await?;
+            return Ok("ok");
+        }
         // Not ours (another system on the same Stripe account), or not recorded yet:
         // do not remember the event, so a redelivery is handled afresh.
         return Ok("ignored: no purchase uses this payment intent");

@@ -21,6 +21,7 @@ use crate::{
     proto,
     service::{
         audit, audit_request_id, commit, idempotency_key, orgs::lock_live, replayed, settle,
+        subscriptions::addons,
     },
     storage::{audit::AuditRecord, entities::credit_transactions as txns, idempotency},
 };
@@ -39,7 +40,7 @@ use super::{
 const MAX_GATEWAY_ID_LEN: usize = 255;
 
 /// Checks an optional gateway object id such as `pm_card_visa` or `pi_123`.
-fn check_gateway_id(v: &mut Violations, field: &str, value: &str, required: bool) {
+pub(crate) fn check_gateway_id(v: &mut Violations, field: &str, value: &str, required: bool) {
     if value.is_empty() {
         if required {
             v.add(field, "is required");
@@ -282,10 +283,9 @@ pub async fn complete_payment(
     settle(&ctx, key.as_ref(), result).await
 }
 
-/// Confirms a `manual` intent and completes what it pays for. Only credit purchases
-/// exist so far; add-on service purchases (`service_purchase_id`) arrive with issue 4,
-/// so the answer's `service_purchase_id` stays empty. `org` restricts the intent to
-/// one organization (NOT_FOUND otherwise).
+/// Confirms a `manual` intent and completes what it pays for: a credit purchase
+/// (`transaction`) or an add-on service purchase (`service_purchase_id`). `org`
+/// restricts the intent to one organization (NOT_FOUND otherwise).
 pub async fn confirm_manual(
     ctx: &Ctx,
     by: By<'_>,
@@ -301,13 +301,27 @@ pub async fn confirm_manual(
         .filter(txns::Column::PaymentIntentId.eq(intent_id))
         .filter(txns::Column::Gateway.eq("manual"))
         .one(ctx.store.db())
-        .await?
-        .ok_or_else(|| {
-            Error::precondition(
-                "NOTHING_TO_COMPLETE",
-                format!("no purchase is paid with payment intent {intent_id}"),
-            )
-        })?;
+        .await?;
+    let Some(purchase) = purchase else {
+        let service = addons::purchase_paid_by(ctx.store.db(), "manual", intent_id)
+            .await?
+            .ok_or_else(|| {
+                Error::precondition(
+                    "NOTHING_TO_COMPLETE",
+                    format!("no purchase is paid with payment intent {intent_id}"),
+                )
+            })?;
+        let intent = ctx.payments.manual().confirm(intent_id).await?;
+        let result = addons::complete_with_intent(ctx, by, service.id, &intent, key, |row| {
+            proto::ConfirmManualPaymentResponse {
+                payment_intent_id: intent.id.clone(),
+                transaction: None,
+                service_purchase_id: ids::encode(IdKind::ServicePurchase, row.id),
+            }
+        })
+        .await;
+        return settle(ctx, key, result).await;
+    };
     let intent = ctx.payments.manual().confirm(intent_id).await?;
     let result = completion::complete(ctx, by, purchase.id, &intent, key, |done| {
         proto::ConfirmManualPaymentResponse {
