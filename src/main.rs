@@ -1,4 +1,4 @@
-//! The `tenantry` command: `serve`, `migrate`, `token`, `payments`.
+//! The `tenantry` command: `serve`, `migrate`, `token`, `payments`, `billing-cycle`.
 
 use std::{
     path::{Path, PathBuf},
@@ -11,11 +11,12 @@ use clap::{Parser, Subcommand};
 use rand::RngCore;
 use tenantry::{
     auth::jwt::{self, MintClaims},
-    config::{AuthArgs, DatabaseArgs, LogFormat, Secret, ServeArgs, Settings},
+    auth::{OrgRef, find_org},
+    config::{AuthArgs, BillingArgs, DatabaseArgs, LogFormat, Secret, ServeArgs, Settings},
     domain::clock::SystemClock,
     grpc::Ctx,
     payments::Payments,
-    service::billing::credits,
+    service::{billing::credits, subscriptions::cycle},
     startup::Application,
     storage::Store,
 };
@@ -50,6 +51,19 @@ enum Command {
         database: DatabaseArgs,
         #[command(subcommand)]
         action: PaymentsAction,
+    },
+    /// Runs the renewal cycle once as of an instant and prints its summary as JSON.
+    BillingCycle {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        billing: BillingArgs,
+        /// The instant to run as of (RFC 3339, e.g. 2026-12-01T00:00:00Z); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Only this organization (id `org_…` or slug); default all.
+        #[arg(long)]
+        organization: Option<String>,
     },
     /// Mints an HS256 token with the configured (or dev) secret.
     Token {
@@ -137,6 +151,62 @@ async fn payments(database: DatabaseArgs, action: PaymentsAction) -> anyhow::Res
         }
     }
     ctx.store.close().await;
+    Ok(())
+}
+
+/// Runs the renewal cycle once as the system and prints the summary as JSON; fails
+/// when a subscription could not be renewed (after printing the summary).
+async fn billing_cycle(
+    database: DatabaseArgs,
+    billing: BillingArgs,
+    at: Option<String>,
+    organization: Option<String>,
+) -> anyhow::Result<()> {
+    let at = match at {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(&text)
+            .with_context(|| format!("--at {text:?} is not an RFC 3339 instant"))?
+            .timestamp_micros(),
+        None => chrono::Utc::now().timestamp_micros(),
+    };
+    anyhow::ensure!(
+        cycle::at_in_bounds(at, chrono::Utc::now().timestamp_micros()),
+        "--at must be from 2000-01-01 to 20 years from now"
+    );
+    let billing = billing.settings().map_err(anyhow::Error::msg)?;
+    let store = Store::connect(
+        &database.database_url,
+        database.db_max_connections.clamp(1, 4),
+        Arc::new(SystemClock),
+    )
+    .await?;
+    let mut settings = Settings::local(database.database_url.clone(), b"");
+    settings.billing = billing;
+    let ctx = Ctx {
+        payments: Payments::new(store.clone(), &settings.billing),
+        store,
+        settings: Arc::new(settings),
+    };
+    let org = match organization {
+        None => None,
+        Some(reference) => {
+            let parsed = OrgRef::parse(&reference)
+                .with_context(|| format!("--organization {reference:?} is not an id or slug"))?;
+            let org = find_org(&ctx.store, &parsed)
+                .await?
+                .with_context(|| format!("organization {reference} not found"))?;
+            Some(org.id)
+        }
+    };
+    let principal = credits::purchase::system_principal(cycle::SYSTEM_SUBJECT);
+    let summary = cycle::run(&ctx, at, org, &principal).await;
+    ctx.store.close().await;
+    let summary = summary.map_err(|e| anyhow::anyhow!("billing cycle failed: {e}"))?;
+    println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
+    anyhow::ensure!(
+        summary.failed == 0,
+        "{} subscription(s) could not be renewed; see the log",
+        summary.failed
+    );
     Ok(())
 }
 
@@ -344,6 +414,23 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Payments { database, action } => payments(database, action).await,
+        Command::BillingCycle {
+            database,
+            billing,
+            at,
+            organization,
+        } => {
+            // Logs go to stderr: stdout carries the JSON summary.
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                        tracing_subscriber::EnvFilter::new("warn,sqlx=warn,sea_orm=warn")
+                    }),
+                )
+                .init();
+            billing_cycle(database, billing, at, organization).await
+        }
         Command::Token {
             auth,
             role,

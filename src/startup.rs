@@ -27,6 +27,7 @@ use crate::{
         subscription_service_server::SubscriptionServiceServer,
         tenant_transfer_service_server::TenantTransferServiceServer,
     },
+    service::subscriptions::cycle,
     storage::{Store, idempotency},
 };
 
@@ -208,6 +209,30 @@ impl Application {
             }
         });
 
+        // The renewal cycle on an interval (first run at start, to catch up after
+        // downtime); stopped with the servers. A run that fails is logged and retried on
+        // the next tick; several replicas may run it at once (see `cycle`).
+        let every = ctx.settings.billing.billing_cycle_interval;
+        let billing_cycle = every.filter(|e| !e.is_zero()).map(|every| {
+            let cycle_ctx = ctx.clone();
+            let mut cycle_stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => {
+                            tokio::select! {
+                                _ = cycle::run_scheduled(&cycle_ctx) => {}
+                                _ = cycle_stop.wait_for(|stop| *stop) => break,
+                            }
+                        }
+                        _ = cycle_stop.changed() => break,
+                    }
+                }
+            })
+        });
+
         let http_state = HttpState {
             store: ctx.store.clone(),
             draining: draining_rx,
@@ -249,6 +274,10 @@ impl Application {
 
         let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
         maintenance.abort();
+        if let Some(billing_cycle) = billing_cycle {
+            billing_cycle.abort();
+            let _ = billing_cycle.await;
+        }
         ctx.store.clone().close().await;
         grpc_result.context("gRPC server failed")?;
         http_result.context("HTTP server failed")?;

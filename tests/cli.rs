@@ -357,3 +357,196 @@ async fn payments_confirm_completes_a_manual_purchase_exactly_once() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"));
     terminate(&mut child).await;
 }
+
+#[tokio::test]
+async fn serve_with_a_bad_catalogue_refuses_to_start_naming_each_problem() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[plans]]\nid = \"Pro\"\nname = \"Pro\"\ntier_rank = 1\nprices = { USD = { month = \"9.999\" } }\n",
+    )
+    .expect("write catalogue");
+    let output = timeout(
+        Duration::from_secs(60),
+        serve(dir.path(), free_port(), free_port(), true)
+            .arg("--catalogue")
+            .arg(&path)
+            .output(),
+    )
+    .await
+    .expect("exits at once")
+    .expect("run");
+    assert!(
+        !output.status.success(),
+        "a bad catalogue must stop the start"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in [
+        "bad.toml",
+        "plans[0].id",
+        "plans[0].prices.USD.month",
+        "needs a plan with id \"free\"",
+    ] {
+        assert!(stderr.contains(needle), "{needle} not in stderr: {stderr}");
+    }
+    let missing = serve(dir.path(), free_port(), free_port(), true)
+        .arg("--catalogue")
+        .arg(dir.path().join("nowhere.yaml"))
+        .output()
+        .await
+        .expect("run");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nowhere.yaml"));
+}
+
+#[tokio::test]
+async fn serve_with_a_yaml_catalogue_sells_its_plans() {
+    use tenantry::proto::{
+        ListPlansRequest, subscription_service_client::SubscriptionServiceClient,
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("catalogue.yaml");
+    std::fs::write(
+        &path,
+        "plans:\n  - id: free\n    name: Free\n    tier_rank: 0\n    prices: { USD: { month: \"0\" } }\n  - id: growth\n    name: Growth\n    tier_rank: 5\n    prices: { USD: { month: \"19.50\", year: \"195.00\" } }\n    limits: { max_agents: 7 }\naddons: []\n",
+    )
+    .expect("write catalogue");
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = serve(dir.path(), grpc, http, true)
+        .arg("--catalogue")
+        .arg(&path)
+        .spawn()
+        .expect("spawn");
+    let _ = printed_token(&mut child).await;
+    let channel = client(grpc).await;
+    drop(channel);
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let plans = SubscriptionServiceClient::new(channel)
+        .list_plans(Request::new(ListPlansRequest::default()))
+        .await
+        .expect("ListPlans needs no credentials")
+        .into_inner()
+        .plans;
+    let ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["free", "growth"]);
+    let growth = &plans[1];
+    assert_eq!(growth.limits.expect("limits").max_agents, Some(7));
+    let amounts: Vec<&str> = growth
+        .prices
+        .iter()
+        .map(|p| p.price.as_ref().expect("price").amount.as_str())
+        .collect();
+    assert_eq!(amounts, ["19.50", "195.00"]);
+    terminate(&mut child).await;
+}
+
+#[tokio::test]
+async fn billing_cycle_closes_due_periods_once_and_prints_a_json_summary() {
+    use tenantry::proto::{
+        BillingInterval, CreateSubscriptionRequest,
+        subscription_service_client::SubscriptionServiceClient,
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
+    let token = printed_token(&mut child).await;
+    let mut orgs = client(grpc).await;
+    let org = orgs
+        .create_organization(bearer(
+            CreateOrganizationRequest {
+                organization: Some(Organization {
+                    name: "Cycle Corp".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .organization
+        .expect("organization");
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let created = SubscriptionServiceClient::new(channel)
+        .create_subscription(bearer(
+            CreateSubscriptionRequest {
+                organization_id: org.id.clone(),
+                plan_id: "pro".into(),
+                interval: BillingInterval::Month as i32,
+                trial_days: 0,
+                request_id: "sub-1".into(),
+            },
+            &token,
+        ))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert!(created.invoice.is_some(), "the first period is invoiced");
+    terminate(&mut child).await;
+
+    let database_url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let at = (chrono::Utc::now() + chrono::Duration::days(40))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let run = |args: Vec<String>| {
+        let database_url = database_url.clone();
+        async move {
+            Command::new(BIN)
+                .args(["billing-cycle", "--database-url", &database_url])
+                .args(args)
+                .env_remove("DATABASE_URL")
+                .output()
+                .await
+                .expect("billing-cycle")
+        }
+    };
+    let summary = |output: &std::process::Output| -> serde_json::Value {
+        assert!(
+            output.status.success(),
+            "{} {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("stdout is the JSON summary")
+    };
+    let first = summary(&run(vec!["--at".into(), at.clone()]).await);
+    assert_eq!(first["at"], at.as_str());
+    assert_eq!(first["periods_closed"], 1);
+    assert_eq!(first["invoice_ids"].as_array().map(Vec::len), Some(1));
+    assert!(
+        first["invoice_ids"][0]
+            .as_str()
+            .is_some_and(|id| id.starts_with("inv_"))
+    );
+    assert_eq!(
+        first["invoices_paid"], 0,
+        "no credits: the renewal stays OPEN"
+    );
+    assert_eq!(first["failed"], 0);
+
+    // The same instant again, for the organization by slug: nothing left to close.
+    let again = summary(
+        &run(vec![
+            "--at".into(),
+            at.clone(),
+            "--organization".into(),
+            org.slug.clone(),
+        ])
+        .await,
+    );
+    assert_eq!(again["periods_closed"], 0);
+    assert_eq!(again["invoice_ids"].as_array().map(Vec::len), Some(0));
+
+    let bad = run(vec!["--at".into(), "yesterday".into()]).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+}

@@ -15,7 +15,7 @@ use crate::{
     proto,
     service::{
         audit, audit_request_id, check_etag, commit, idempotency_key, orgs::lock_live, replayed,
-        settle,
+        settle, subscriptions,
     },
     storage::{audit::AuditRecord, entities::invoices},
 };
@@ -48,6 +48,8 @@ pub async fn pay_invoice(
     let result = async {
         let tx = ctx.store.write().await?;
         lock_live(&tx, &org).await?;
+        // Lock order: organization → subscription → billing account → invoice.
+        let subscription = subscriptions::lock_current(&tx, org.id).await?;
         let now = ctx.store.now();
         let mut account = ledger::lock_account(&tx, &org, now).await?;
         // Checked under the account lock, so a concurrent twin's commit is visible.
@@ -67,6 +69,14 @@ pub async fn pay_invoice(
         )
         .await?;
         let invoice = paid.invoice;
+        // Paying a PAST_DUE subscription's overdue invoice makes it ACTIVE again once
+        // none is left overdue.
+        let reactivated = match &subscription {
+            Some(sub) if invoice.subscription_id == Some(sub.id) => {
+                subscriptions::cycle::reactivate_if_settled(&tx, &ctx, sub, now).await?
+            }
+            _ => None,
+        };
         let money = |m| shown(&invoice.currency, m);
         audit(
             &tx,
@@ -87,6 +97,9 @@ pub async fn pay_invoice(
                         .as_ref()
                         .map(|t| ids::encode(IdKind::Transaction, t.id)),
                     "balance_after": money(account.balance_micros),
+                    "subscription_reactivated": reactivated
+                        .as_ref()
+                        .map(|s| ids::encode(IdKind::Subscription, s.id)),
                 }),
             },
         )
