@@ -24,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("tenantry_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
+    // Maps as BTreeMap: encoded in key order, so a request's bytes (hashed for
+    // idempotency keys) are the same on every retry.
     tonic_prost_build::configure()
+        .btree_map(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

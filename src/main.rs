@@ -136,6 +136,14 @@ async fn payments(database: DatabaseArgs, action: PaymentsAction) -> anyhow::Res
             let done = credits::confirm_manual(&ctx, by, None, &intent_id, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot confirm {intent_id}: {e}"))?;
+            if !done.service_purchase_id.is_empty() {
+                println!(
+                    "confirmed {intent_id}: service purchase {}",
+                    done.service_purchase_id
+                );
+                ctx.store.close().await;
+                return Ok(());
+            }
             let txn = done.transaction.unwrap_or_default();
             let amount = txn.amount.unwrap_or_default();
             let status = tenantry::proto::CreditTransactionStatus::try_from(txn.status)

@@ -276,7 +276,12 @@ pub static POLICY: &[Rule] = &[
     untargeted(ORG, "RegisterOrganization", USERS),
     on(ORG, "SetFeatureFlag", OPERATOR),
     on(ORG, "ClearFeatureFlag", OPERATOR),
-    on(ORG, "CancelAccount", ADMIN),
+    // An inactive organization's admin may still cancel the account, and a retry of a
+    // successful cancellation reaches its stored result.
+    Rule {
+        while_inactive: true,
+        ..on(ORG, "CancelAccount", ADMIN)
+    },
     on(ORG, "ReactivateAccount", ROOT_ADMIN),
     on(ORG, "ListAuditEvents", ADMIN),
     on(ORG, "CreateWebhookEndpoint", ADMIN),

@@ -4,7 +4,7 @@
 //! under concurrency); revocation refuses new purchases again; an agreement for an
 //! older terms version does not count; listing, validation and tenancy.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::future::join_all;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
@@ -40,7 +40,7 @@ fn acceptance(
         organization_id: org_id.into(),
         service_id: service_id.into(),
         version: version.into(),
-        metadata: HashMap::from([
+        metadata: BTreeMap::from([
             ("signer".to_owned(), "Ada Lovelace".to_owned()),
             ("ip".to_owned(), "203.0.113.7".to_owned()),
         ]),
@@ -553,7 +553,7 @@ async fn agreement_input_is_checked_all_at_once(backend: Backend) {
     };
     let acme = tenant(&app, "Acme", "").await;
     let admin = app.token("CONFIG_ADMIN", &acme.id);
-    let mut crowded: HashMap<String, String> = (0..17)
+    let mut crowded: BTreeMap<String, String> = (0..17)
         .map(|i| (format!("k{i:02}"), "v".to_owned()))
         .collect();
     crowded.insert(String::new(), "empty key".into());
@@ -580,7 +580,7 @@ async fn agreement_input_is_checked_all_at_once(backend: Backend) {
             "version"
         ]
     );
-    let long_key = HashMap::from([("k".repeat(65), "v".to_owned())]);
+    let long_key = BTreeMap::from([("k".repeat(65), "v".to_owned())]);
     let refused = try_accept(
         &app,
         &admin,
@@ -593,7 +593,7 @@ async fn agreement_input_is_checked_all_at_once(backend: Backend) {
     .unwrap_err();
     assert_eq!(violations(&refused), ["metadata"]);
     // Sixteen entries of the longest sizes are fine.
-    let full: HashMap<String, String> = (0..16)
+    let full: BTreeMap<String, String> = (0..16)
         .map(|i| (format!("{i:0>64}"), "v".repeat(512)))
         .collect();
     let full_request = proto::AcceptAgreementRequest {
@@ -614,7 +614,7 @@ async fn agreement_input_is_checked_all_at_once(backend: Backend) {
         assert_eq!(again, agreement);
     }
     let changed = proto::AcceptAgreementRequest {
-        metadata: HashMap::from([("signer".to_owned(), "Someone Else".to_owned())]),
+        metadata: BTreeMap::from([("signer".to_owned(), "Someone Else".to_owned())]),
         ..full_request
     };
     let refused = try_accept(&app, &admin, changed).await.unwrap_err();

@@ -387,8 +387,9 @@ async fn fourteen_months_of_renewals_produce_exactly_the_expected_invoices(backe
     let ran = run_cycle(&app, &org.id, None).await;
     assert_eq!((ran.periods_closed, ran.invoices_paid), (1, 1));
 
-    // Cancelled in November: at the period end the subscription ends, and October's
-    // agent fee (its month has ended) is still billed; November's never is.
+    // Cancelled in November: at the period end the subscription ends, and the agent
+    // fees still owed are billed on its last invoice: October's (its month has ended)
+    // and November's (no renewal follows to bill it later).
     clock.set(utc(2026, 11, 10, 8, 0, 0));
     work(&app, &org.id, &agent.id, "nov", utc(2026, 11, 10, 8, 0, 0)).await;
     app.subscriptions()
@@ -522,13 +523,16 @@ async fn fourteen_months_of_renewals_produce_exactly_the_expected_invoices(backe
             11,
             d(2026, 10, 31),
             d(2026, 11, 30),
-            15,
-            vec![fee_line("Scout", "2026-10", 15)],
+            30,
+            vec![
+                fee_line("Scout", "2026-10", 15),
+                fee_line("Scout", "2026-11", 15),
+            ],
         ),
     ];
     assert_eq!(bills(&app, &org.id).await, expected);
-    // 150 + 100 gifted − 29 − 44 − 29 − 44 − 6 × 9 − 15.
-    assert_eq!(balance_amount(&app, &org.id).await, "35.00");
+    // 150 + 100 gifted − 29 − 44 − 29 − 44 − 6 × 9 − 30.
+    assert_eq!(balance_amount(&app, &org.id).await, "20.00");
 
     // Each closed period once, linked to its invoice; each billing record billed once.
     let periods = subscription_periods::Entity::find()
@@ -570,7 +574,7 @@ async fn fourteen_months_of_renewals_produce_exactly_the_expected_invoices(backe
             ("2026-01".to_owned(), Some(rows[1].id)),
             ("2026-03".to_owned(), Some(rows[3].id)),
             ("2026-10".to_owned(), Some(rows[10].id)),
-            ("2026-11".to_owned(), None),
+            ("2026-11".to_owned(), Some(rows[10].id)),
         ])
     );
     app.stop().await;

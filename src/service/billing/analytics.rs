@@ -240,7 +240,7 @@ pub async fn tenant(
         .into_tuple()
         .all(db)
         .await?;
-    let mut channel_breakdown: HashMap<String, i64> = HashMap::new();
+    let mut channel_breakdown: BTreeMap<String, i64> = BTreeMap::new();
     for (channel, conversations) in channels {
         let channel = if channel.is_empty() {
             "unknown".to_owned()

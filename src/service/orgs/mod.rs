@@ -20,7 +20,6 @@ pub use read::{escape_like, get, list};
 pub use register::register;
 pub use slugs::{check_name, check_slug};
 pub use update::update;
-pub use validation::KNOWN_PLANS;
 pub(crate) use validation::parse_alerts;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::LockType};

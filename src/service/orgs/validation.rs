@@ -12,9 +12,6 @@ use crate::{
     proto,
 };
 
-/// The built-in catalogue's plan ids. Superseded: plan ids are checked against the
-/// configured catalogue (`settings.billing.catalogue`), which may hold other plans.
-pub const KNOWN_PLANS: &[&str] = &["free", "basic", "pro", "team", "business", "enterprise"];
 /// Maximum alert thresholds and alert emails.
 const MAX_ALERT_ENTRIES: usize = 10;
 /// Upper bound of count limits (agents, phone numbers, concurrent calls).

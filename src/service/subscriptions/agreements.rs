@@ -12,7 +12,7 @@ mod list;
 pub use change::{accept_agreement, revoke_agreement};
 pub use list::list_agreements;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
@@ -58,7 +58,8 @@ pub fn status_proto(status: AgreementStatus) -> proto::ServiceAgreementStatus {
 
 /// An agreement row as proto; `current_version` is judged against `catalogue`.
 pub fn to_proto(row: &agreements::Model, catalogue: &Catalogue) -> proto::ServiceAgreement {
-    let metadata: HashMap<String, String> = serde_json::from_str(&row.metadata).unwrap_or_default();
+    let metadata: BTreeMap<String, String> =
+        serde_json::from_str(&row.metadata).unwrap_or_default();
     proto::ServiceAgreement {
         id: ids::encode(IdKind::Agreement, row.id),
         organization_id: ids::encode(IdKind::Organization, row.organization_id),

@@ -375,7 +375,7 @@ pub fn limit_reached(
         tonic::Code::ResourceExhausted,
         "PLAN_LIMIT_REACHED",
         format!(
-            "the {} plan allows {allowed} for {limit}; the organization has {current}",
+            "{limit} is {allowed} for this organization (plan {}) and it has {current}; upgrade the plan for more",
             org.plan
         ),
     )

@@ -1,6 +1,6 @@
 //! AcceptAgreement and RevokeAgreement, each under the organization's row lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
@@ -38,48 +38,16 @@ const MAX_VERSION_LEN: usize = 64;
 /// Longest revocation reason.
 const MAX_REASON_LEN: usize = 500;
 
-/// The request as the idempotency key hashes it. prost encodes a map in its
-/// `HashMap`'s iteration order, which differs between two equal maps, so the metadata
-/// is hashed as sorted key/value pairs beside the rest of the request.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Fingerprint {
-    /// The request without its metadata, encoded.
-    #[prost(bytes = "vec", tag = "1")]
-    request: Vec<u8>,
-    /// Metadata keys and values, alternating, by key.
-    #[prost(string, repeated, tag = "2")]
-    metadata: Vec<String>,
-}
-
-impl Fingerprint {
-    fn of(req: &proto::AcceptAgreementRequest) -> Fingerprint {
-        let sorted: BTreeMap<&String, &String> = req.metadata.iter().collect();
-        let bare = proto::AcceptAgreementRequest {
-            metadata: HashMap::new(),
-            ..req.clone()
-        };
-        Fingerprint {
-            request: prost::Message::encode_to_vec(&bare),
-            metadata: sorted
-                .into_iter()
-                .flat_map(|(k, v)| [k.clone(), v.clone()])
-                .collect(),
-        }
-    }
-}
-
 /// Checks acceptance metadata: at most 16 entries, keys 1-64 and values up to 512
 /// characters.
-fn check_metadata(v: &mut Violations, metadata: &HashMap<String, String>) {
+fn check_metadata(v: &mut Violations, metadata: &BTreeMap<String, String>) {
     if metadata.len() > MAX_METADATA_ENTRIES {
         v.add(
             "metadata",
             format!("must have at most {MAX_METADATA_ENTRIES} entries"),
         );
     }
-    let mut keys: Vec<&String> = metadata.keys().collect();
-    keys.sort();
-    for key in keys {
+    for key in metadata.keys() {
         let length = key.chars().count();
         if length == 0 || length > MAX_METADATA_KEY_LEN {
             v.add(
@@ -120,12 +88,7 @@ pub async fn accept_agreement(
     require_request_id(&mut v, &req.request_id);
     v.finish()?;
     let principal = access.principal();
-    let key = idempotency_key(
-        principal,
-        "AcceptAgreement",
-        &req.request_id,
-        &Fingerprint::of(&req),
-    )?;
+    let key = idempotency_key(principal, "AcceptAgreement", &req.request_id, &req)?;
     if let Some(key) = &key
         && let Some(done) = crate::storage::idempotency::replay(ctx.store.db(), key).await?
     {
@@ -151,7 +114,7 @@ pub async fn accept_agreement(
         .with("current_version", &terms.version)
         .with("version", &req.version));
     }
-    let metadata: BTreeMap<&String, &String> = req.metadata.iter().collect();
+    let metadata = &req.metadata;
     let metadata = serde_json::to_string(&metadata)
         .map_err(|e| Error::Internal(format!("agreement metadata does not serialize: {e}")))?;
     let request_id = audit_request_id(&caller, key.as_ref()).to_owned();

@@ -82,18 +82,27 @@ pub(super) async fn addon_lines(
 }
 
 /// One AGENT_FEE line per billing record of the organization not billed yet whose
-/// month ended by `end`, with the records.
+/// month ended by `end`, with the records. A `last` bill (the subscription ends at
+/// `end`, no renewal follows) also takes the month that contains `end`: an agent's fee
+/// is a monthly rate owed for any month it worked in.
 pub(super) async fn agent_fees(
     tx: &Tx,
     org_id: Uuid,
     end: i64,
+    last: bool,
 ) -> Result<(Vec<NewLine>, Vec<billing_records::Model>)> {
-    // A month ended by `end` ⇔ it is before the month containing `end`.
+    // A month ended by `end` ⇔ it is before the month containing `end`; a month begun
+    // before `end` ⇔ it is not after the month containing `end`'s previous instant.
+    let months = if last {
+        billing_records::Column::Month.lte(Month::of(end - 1).to_string())
+    } else {
+        billing_records::Column::Month.lt(Month::of(end).to_string())
+    };
     let records = billing_records::Entity::find()
         .filter(billing_records::Column::OrganizationId.eq(org_id))
         .filter(billing_records::Column::InvoiceId.is_null())
         .filter(billing_records::Column::RevenueMicros.gt(0))
-        .filter(billing_records::Column::Month.lt(Month::of(end).to_string()))
+        .filter(months)
         .order_by_asc(billing_records::Column::Month)
         .order_by_asc(billing_records::Column::AgentName)
         .order_by_asc(billing_records::Column::Id)

@@ -139,7 +139,7 @@ async fn end_subscription(
     now: i64,
 ) -> Result<Closed> {
     let end = sub.current_period_end;
-    let (fees, records) = agent_fees(tx, org.id, end).await?;
+    let (fees, records) = agent_fees(tx, org.id, end, true).await?;
     let period = (sub.current_period_start, end);
     let invoice = bill(run, tx, org, sub, period, fees, &records, now).await?;
     let change = subscriptions::ActiveModel {
@@ -206,7 +206,7 @@ async fn advance(
         });
     }
     lines.extend(addon_lines(tx, org.id, currency, terms.interval, (end, next_end)).await?);
-    let (fees, records) = agent_fees(tx, org.id, end).await?;
+    let (fees, records) = agent_fees(tx, org.id, end, false).await?;
     lines.extend(fees);
     let invoice = bill(run, tx, org, sub, (end, next_end), lines, &records, now).await?;
     let change = subscriptions::ActiveModel {
