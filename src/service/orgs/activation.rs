@@ -75,39 +75,9 @@ async fn set_status(
     // Deactivation suspends the active agents and marks them, so reactivation restores
     // exactly those and leaves agents suspended for other reasons alone.
     let changed = if active {
-        agents::Entity::update_many()
-            .col_expr(
-                agents::Column::Status,
-                Expr::value(AgentStatus::Active.as_str()),
-            )
-            .col_expr(agents::Column::SuspendedByOrg, Expr::value(false))
-            .col_expr(agents::Column::UpdateTime, Expr::value(now))
-            .col_expr(
-                agents::Column::Version,
-                Expr::col(agents::Column::Version).add(1),
-            )
-            .filter(agents::Column::OrganizationId.eq(org.id))
-            .filter(agents::Column::SuspendedByOrg.eq(true))
-            .exec(&*tx)
-            .await?
-            .rows_affected
+        restore_agents(&tx, org.id, now).await?
     } else {
-        agents::Entity::update_many()
-            .col_expr(
-                agents::Column::Status,
-                Expr::value(AgentStatus::Suspended.as_str()),
-            )
-            .col_expr(agents::Column::SuspendedByOrg, Expr::value(true))
-            .col_expr(agents::Column::UpdateTime, Expr::value(now))
-            .col_expr(
-                agents::Column::Version,
-                Expr::col(agents::Column::Version).add(1),
-            )
-            .filter(agents::Column::OrganizationId.eq(org.id))
-            .filter(agents::Column::Status.eq(AgentStatus::Active.as_str()))
-            .exec(&*tx)
-            .await?
-            .rows_affected
+        suspend_agents(&tx, org.id, now).await?
     };
     audit(
         &tx,
@@ -252,4 +222,53 @@ pub async fn reactivate(
         organization: Some(org_response(&ctx, &org).await?),
         restored_agents: i32::try_from(restored).unwrap_or(i32::MAX),
     })
+}
+
+/// Suspends the organization's active agents, marking them as suspended by their
+/// organization so reactivation restores exactly those (as DeactivateOrganization does).
+pub(crate) async fn suspend_agents(
+    tx: &crate::storage::Tx,
+    org_id: uuid::Uuid,
+    now: i64,
+) -> Result<u64> {
+    Ok(agents::Entity::update_many()
+        .col_expr(
+            agents::Column::Status,
+            Expr::value(AgentStatus::Suspended.as_str()),
+        )
+        .col_expr(agents::Column::SuspendedByOrg, Expr::value(true))
+        .col_expr(agents::Column::UpdateTime, Expr::value(now))
+        .col_expr(
+            agents::Column::Version,
+            Expr::col(agents::Column::Version).add(1),
+        )
+        .filter(agents::Column::OrganizationId.eq(org_id))
+        .filter(agents::Column::Status.eq(AgentStatus::Active.as_str()))
+        .exec(&**tx)
+        .await?
+        .rows_affected)
+}
+
+/// Restores the agents suspended by their organization (as ReactivateOrganization does).
+pub(crate) async fn restore_agents(
+    tx: &crate::storage::Tx,
+    org_id: uuid::Uuid,
+    now: i64,
+) -> Result<u64> {
+    Ok(agents::Entity::update_many()
+        .col_expr(
+            agents::Column::Status,
+            Expr::value(AgentStatus::Active.as_str()),
+        )
+        .col_expr(agents::Column::SuspendedByOrg, Expr::value(false))
+        .col_expr(agents::Column::UpdateTime, Expr::value(now))
+        .col_expr(
+            agents::Column::Version,
+            Expr::col(agents::Column::Version).add(1),
+        )
+        .filter(agents::Column::OrganizationId.eq(org_id))
+        .filter(agents::Column::SuspendedByOrg.eq(true))
+        .exec(&**tx)
+        .await?
+        .rows_affected)
 }

@@ -2,7 +2,7 @@
 //! self-service registration. This module holds what the use cases share: the root
 //! organization, row locks, versioned writes and lookup by reference.
 
-mod activation;
+pub(crate) mod activation;
 mod api_keys;
 mod create;
 mod delete;

@@ -22,8 +22,8 @@
 //! revoked, financial records kept), audited by a SYSTEM principal.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, IntoActiveModel,
-    QueryFilter, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -102,47 +102,6 @@ async fn org_proto(ctx: &Ctx, tx: &Tx, org: &organizations::Model) -> Result<pro
     ))
 }
 
-/// Suspends the organization's active agents, marking them as suspended by their
-/// organization so reactivation restores exactly those (as DeactivateOrganization does).
-async fn suspend_agents(tx: &Tx, org_id: Uuid, now: i64) -> Result<u64> {
-    Ok(agents::Entity::update_many()
-        .col_expr(
-            agents::Column::Status,
-            Expr::value(AgentStatus::Suspended.as_str()),
-        )
-        .col_expr(agents::Column::SuspendedByOrg, Expr::value(true))
-        .col_expr(agents::Column::UpdateTime, Expr::value(now))
-        .col_expr(
-            agents::Column::Version,
-            Expr::col(agents::Column::Version).add(1),
-        )
-        .filter(agents::Column::OrganizationId.eq(org_id))
-        .filter(agents::Column::Status.eq(AgentStatus::Active.as_str()))
-        .exec(&**tx)
-        .await?
-        .rows_affected)
-}
-
-/// Restores the agents suspended by their organization (as ReactivateOrganization does).
-async fn restore_agents(tx: &Tx, org_id: Uuid, now: i64) -> Result<u64> {
-    Ok(agents::Entity::update_many()
-        .col_expr(
-            agents::Column::Status,
-            Expr::value(AgentStatus::Active.as_str()),
-        )
-        .col_expr(agents::Column::SuspendedByOrg, Expr::value(false))
-        .col_expr(agents::Column::UpdateTime, Expr::value(now))
-        .col_expr(
-            agents::Column::Version,
-            Expr::col(agents::Column::Version).add(1),
-        )
-        .filter(agents::Column::OrganizationId.eq(org_id))
-        .filter(agents::Column::SuspendedByOrg.eq(true))
-        .exec(&**tx)
-        .await?
-        .rows_affected)
-}
-
 /// CancelAccount: cancels the organization's account (see the module documentation).
 /// Idempotent by `request_id`; an account already cancelled fails FAILED_PRECONDITION
 /// `ACCOUNT_CANCELLED`.
@@ -192,7 +151,7 @@ pub async fn cancel_account(
         row.update_time = Set(now);
         row.version = Set(org.version + 1);
         let mut cancelled = orgs::save_versioned(&tx, row, org.id, org.version).await?;
-        let suspended = suspend_agents(&tx, org.id, now).await?;
+        let suspended = orgs::activation::suspend_agents(&tx, org.id, now).await?;
         let ended = match lock_current(&tx, org.id).await? {
             Some(sub) => {
                 let (after, sub) = end(&tx, &cancelled, &sub, &reason, now).await?;
@@ -264,7 +223,7 @@ pub async fn reactivate_account(
     row.update_time = Set(now);
     row.version = Set(org.version + 1);
     let active = orgs::save_versioned(&tx, row, org.id, org.version).await?;
-    let restored = restore_agents(&tx, org.id, now).await?;
+    let restored = orgs::activation::restore_agents(&tx, org.id, now).await?;
     audit(
         &tx,
         &ctx,

@@ -100,6 +100,25 @@ pub async fn pay_from_credits(
     })
 }
 
+/// The "prepaid" rule of subscription invoices: pays a just-issued OPEN invoice from the
+/// locked account when the balance (with the overdraft) covers it, else leaves it OPEN.
+/// Returns the invoice as it is now and whether this call paid it.
+pub async fn collect_if_covered(
+    tx: &Tx,
+    ctx: &Ctx,
+    account: &mut billing_accounts::Model,
+    invoice: invoices::Model,
+    author: String,
+    request_id: &str,
+    now: i64,
+) -> Result<(invoices::Model, bool)> {
+    if !can_pay_from_credits(ctx, account, &invoice) {
+        return Ok((invoice, false));
+    }
+    let paid = pay_from_credits(tx, ctx, account, &invoice, author, request_id, now).await?;
+    Ok((paid.invoice, true))
+}
+
 /// FAILED_PRECONDITION `INVOICE_NOT_OPEN` with the invoice's status.
 pub(super) fn not_open(invoice: &invoices::Model) -> Error {
     Error::precondition(

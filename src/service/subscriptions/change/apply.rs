@@ -209,21 +209,18 @@ async fn invoice_change(
         .await?;
         return Ok(issued);
     }
-    if invoices::can_pay_from_credits(ctx, &account, &issued.invoice) {
-        let paid = invoices::pay_from_credits(
-            tx,
-            ctx,
-            &mut account,
-            &issued.invoice,
-            principal.author(),
-            request_id,
-            now,
-        )
-        .await?;
-        return Ok(invoices::Issued {
-            invoice: paid.invoice,
-            lines: issued.lines,
-        });
-    }
-    Ok(issued)
+    let (invoice, _) = invoices::collect_if_covered(
+        tx,
+        ctx,
+        &mut account,
+        issued.invoice,
+        principal.author(),
+        request_id,
+        now,
+    )
+    .await?;
+    Ok(invoices::Issued {
+        invoice,
+        lines: issued.lines,
+    })
 }

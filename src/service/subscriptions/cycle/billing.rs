@@ -161,21 +161,16 @@ pub(super) async fn bill(
         now,
     )
     .await?;
-    let (invoice, paid) = if invoices::can_pay_from_credits(ctx, &account, &issued.invoice) {
-        let paid = invoices::pay_from_credits(
-            tx,
-            ctx,
-            &mut account,
-            &issued.invoice,
-            run.principal.author(),
-            run.request_id,
-            now,
-        )
-        .await?;
-        (paid.invoice, true)
-    } else {
-        (issued.invoice, false)
-    };
+    let (invoice, paid) = invoices::collect_if_covered(
+        tx,
+        ctx,
+        &mut account,
+        issued.invoice,
+        run.principal.author(),
+        run.request_id,
+        now,
+    )
+    .await?;
     if !records.is_empty() {
         let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
         let marked = billing_records::Entity::update_many()
