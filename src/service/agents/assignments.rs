@@ -8,7 +8,7 @@ use sea_orm::{
 use serde_json::json;
 
 use crate::{
-    auth::{Caller, OrgAccess},
+    auth::{Caller, OrgAccess, Principal},
     domain::{
         ids::{self, IdKind},
         org::AgentStatus,
@@ -32,17 +32,29 @@ use super::{
     save_agent,
 };
 
-/// Moves an agent to `target` inside `tx`: ends the current assignment, opens the new
-/// one, clears the custom rate, fits the agent's status to the target, and audits the
-/// move in both organizations. Returns the agent and the target as it is now.
-async fn move_agent(
+/// Who moves an agent, and why, for the audit entries of a move.
+pub(crate) struct MovedBy<'a> {
+    /// The caller (a SYSTEM principal for jobs).
+    pub principal: &'a Principal,
+    /// Audit action, e.g. `AssignAgent`.
+    pub action: &'static str,
+    /// Audit request id.
+    pub request_id: &'a str,
+    /// Why, when the move is a consequence of something else (empty otherwise).
+    pub reason: &'a str,
+}
+
+/// Moves an agent (read under its lock, in organization `source_id`) to `target` inside
+/// `tx`: ends the current assignment, opens the new one, clears the custom rate, fits
+/// the agent's status to the target (a manual suspension stays), and audits the move in
+/// both organizations. Returns the agent and the target as it is now.
+pub(crate) async fn move_agent(
     ctx: &Ctx,
     tx: &Tx,
-    source: &OrgAccess,
+    by: &MovedBy<'_>,
+    source_id: uuid::Uuid,
     target: &organizations::Model,
     agent: &agents::Model,
-    action: &'static str,
-    request_id: &str,
 ) -> Result<(agents::Model, organizations::Model)> {
     // The root organization is always active and unlimited: no lock needed.
     let target = if target.kind == "ROOT" {
@@ -75,20 +87,24 @@ async fn move_agent(
     row.update_time = Set(now);
     row.version = Set(agent.version + 1);
     let moved = save_agent(tx, row, agent.id, agent.version).await?;
-    let from = ids::encode(IdKind::Organization, source.org().id);
+    let from = ids::encode(IdKind::Organization, source_id);
     let to = ids::encode(IdKind::Organization, target.id);
-    for org_id in [source.org().id, target.id] {
+    let mut summary = json!({ "from": from, "to": to, "status": status.as_str() });
+    if !by.reason.is_empty() {
+        summary["reason"] = json!(by.reason);
+    }
+    for org_id in [source_id, target.id] {
         audit(
             tx,
             ctx,
-            source.principal(),
+            by.principal,
             AuditRecord {
                 organization_id: org_id,
-                action,
+                action: by.action,
                 target_type: "agent",
                 target_id: ids::encode(IdKind::Agent, agent.id),
-                request_id,
-                summary: json!({ "from": from, "to": to, "status": status.as_str() }),
+                request_id: by.request_id,
+                summary: summary.clone(),
             },
         )
         .await?;
@@ -136,8 +152,13 @@ impl Relocation<'_> {
             let (moved, target_now) = if agent.organization_id == target.id {
                 (agent, target)
             } else {
-                let request_id = audit_request_id(caller, key).to_owned();
-                move_agent(ctx, &tx, &source, &target, &agent, action, &request_id).await?
+                let by = MovedBy {
+                    principal: source.principal(),
+                    action,
+                    request_id: audit_request_id(caller, key),
+                    reason: "",
+                };
+                move_agent(ctx, &tx, &by, source.org().id, &target, &agent).await?
             };
             let response = respond(&moved, &target_now);
             commit(ctx, tx, key, response).await

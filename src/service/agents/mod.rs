@@ -14,6 +14,7 @@ mod read;
 mod register;
 mod update;
 
+pub(crate) use assignments::{MovedBy, move_agent};
 pub use assignments::{assign, list_assignments, unassign};
 pub use read::{get, list};
 pub use register::register;

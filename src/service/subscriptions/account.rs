@@ -22,8 +22,7 @@
 //! revoked, financial records kept), audited by a SYSTEM principal.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -33,21 +32,24 @@ use crate::{
     domain::{
         billing::{date_start, parse_date},
         clock::from_micros,
-        ids::{self, IdKind, new_id},
-        org::{AgentStatus, OrgKind, OrgStatus},
+        ids::{self, IdKind},
+        org::{OrgKind, OrgStatus},
         text,
     },
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
     service::{
-        agent_count, audit, audit_request_id, billing::credits::purchase::system_principal, commit,
-        idempotency_key, orgs, replayed, settle,
+        agent_count,
+        agents::{MovedBy, move_agent},
+        audit, audit_request_id,
+        billing::credits::purchase::system_principal,
+        commit, idempotency_key, orgs, replayed, settle,
     },
     storage::{
         Tx,
         audit::AuditRecord,
-        entities::{agent_assignments, agents, api_keys, organizations},
+        entities::{agents, api_keys, organizations},
     },
 };
 
@@ -318,7 +320,7 @@ async fn delete_account(ctx: &Ctx, principal: &Principal, org_id: Uuid, at: i64)
         ids::encode(IdKind::Organization, org.id)
     );
     let root = orgs::root_org(&*tx).await?;
-    let moved = return_agents_to_root(ctx, &tx, principal, &org, &root, &request_id, now).await?;
+    let moved = return_agents_to_root(ctx, &tx, principal, &org, &root, &request_id).await?;
     let mut row = org.clone().into_active_model();
     row.delete_time = Set(Some(now));
     row.update_time = Set(now);
@@ -354,11 +356,8 @@ async fn delete_account(ctx: &Ctx, principal: &Principal, org_id: Uuid, at: i64)
     Ok(true)
 }
 
-/// Moves every agent of `org` to the root organization as UnassignAgent does: the
-/// current assignment ends and a new one starts at `now`, the custom rate is cleared,
-/// an agent suspended by its organization becomes active again (the root is always
-/// active) while a manual suspension stays, and the move is audited in both
-/// organizations.
+/// Moves every agent of `org` to the root organization as UnassignAgent does (the
+/// same move, audited in both organizations with the deletion as the reason).
 async fn return_agents_to_root(
     ctx: &Ctx,
     tx: &Tx,
@@ -366,76 +365,19 @@ async fn return_agents_to_root(
     org: &organizations::Model,
     root: &organizations::Model,
     request_id: &str,
-    now: i64,
 ) -> Result<u64> {
     let rows = agents::Entity::find()
         .filter(agents::Column::OrganizationId.eq(org.id))
         .all(&**tx)
         .await?;
-    let from = ids::encode(IdKind::Organization, org.id);
-    let to = ids::encode(IdKind::Organization, root.id);
+    let by = MovedBy {
+        principal,
+        action: "UnassignAgent",
+        request_id,
+        reason: "scheduled data deletion of a cancelled account",
+    };
     for agent in &rows {
-        agent_assignments::Entity::update_many()
-            .col_expr(agent_assignments::Column::UnassignTime, Expr::value(now))
-            .filter(agent_assignments::Column::AgentId.eq(agent.id))
-            .filter(agent_assignments::Column::UnassignTime.is_null())
-            .exec(&**tx)
-            .await?;
-        agent_assignments::ActiveModel {
-            id: Set(new_id()),
-            agent_id: Set(agent.id),
-            organization_id: Set(root.id),
-            assign_time: Set(now),
-            unassign_time: Set(None),
-        }
-        .insert(&**tx)
-        .await?;
-        let manual_suspension =
-            agent.status == AgentStatus::Suspended.as_str() && !agent.suspended_by_org;
-        let status = if manual_suspension {
-            AgentStatus::Suspended
-        } else {
-            AgentStatus::Active
-        };
-        let change = agents::ActiveModel {
-            organization_id: Set(root.id),
-            status: Set(status.as_str().to_owned()),
-            suspended_by_org: Set(false),
-            billing_rate_micros: Set(None),
-            update_time: Set(now),
-            version: Set(agent.version + 1),
-            ..Default::default()
-        };
-        let updated = agents::Entity::update_many()
-            .set(change)
-            .filter(agents::Column::Id.eq(agent.id))
-            .filter(agents::Column::Version.eq(agent.version))
-            .exec(&**tx)
-            .await?;
-        if updated.rows_affected != 1 {
-            return Err(Error::stale_etag());
-        }
-        for org_id in [org.id, root.id] {
-            audit(
-                tx,
-                ctx,
-                principal,
-                AuditRecord {
-                    organization_id: org_id,
-                    action: "UnassignAgent",
-                    target_type: "agent",
-                    target_id: ids::encode(IdKind::Agent, agent.id),
-                    request_id,
-                    summary: json!({
-                        "from": from,
-                        "to": to,
-                        "status": status.as_str(),
-                        "reason": "scheduled data deletion of a cancelled account",
-                    }),
-                },
-            )
-            .await?;
-        }
+        move_agent(ctx, tx, &by, org.id, root, agent).await?;
     }
     Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
 }
