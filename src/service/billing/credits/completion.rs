@@ -90,8 +90,9 @@ fn mismatch(row: &credit_transactions::Model, intent: &Intent) -> Option<Error> 
     None
 }
 
-/// Records a webhook event; `false` when it was recorded before.
-async fn record_event(
+/// Records a Stripe webhook event once; `false` when it was recorded before (a
+/// redelivery, which must change nothing).
+pub(crate) async fn record_event(
     tx: &crate::storage::Tx,
     (id, kind): (&str, &str),
     intent_id: &str,

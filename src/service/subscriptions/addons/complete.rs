@@ -8,9 +8,7 @@
 //! longer be paid). Every later or concurrent caller, on any replica, re-reads the row
 //! after locking, finds it no longer PENDING and changes nothing.
 
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TryInsertResult,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -35,7 +33,7 @@ use crate::{
     storage::{
         Tx,
         audit::AuditRecord,
-        entities::{service_purchases, stripe_events},
+        entities::service_purchases,
         idempotency::{self, Key},
     },
 };
@@ -60,25 +58,6 @@ async fn reload(tx: &Tx, id: Uuid) -> Result<service_purchases::Model> {
         .one(&**tx)
         .await?
         .ok_or_else(|| Error::not_found("purchase", &ids::encode(IdKind::ServicePurchase, id)))
-}
-
-/// Records a webhook event; `false` when it was recorded before.
-async fn record_event(
-    tx: &Tx,
-    (id, kind): (&str, &str),
-    intent_id: &str,
-    now: i64,
-) -> Result<bool> {
-    let inserted = stripe_events::Entity::insert(stripe_events::ActiveModel {
-        id: Set(id.to_owned()),
-        kind: Set(kind.to_owned()),
-        payment_intent_id: Set(intent_id.to_owned()),
-        receive_time: Set(now),
-    })
-    .on_conflict_do_nothing_on([stripe_events::Column::Id])
-    .exec(&**tx)
-    .await?;
-    Ok(!matches!(inserted, TryInsertResult::Conflicted))
 }
 
 fn mismatch(row: &service_purchases::Model, intent: &Intent) -> Option<Error> {
@@ -134,7 +113,10 @@ pub async fn complete_with_intent<R: prost::Message + Default>(
     let now = ctx.store.now();
     let current = reload(&tx, purchase_id).await?;
     let fresh_event = match by.stripe_event {
-        Some(event) => record_event(&tx, event, &intent.id, now).await?,
+        Some(event) => {
+            crate::service::billing::credits::completion::record_event(&tx, event, &intent.id, now)
+                .await?
+        }
         None => true,
     };
     if let Some(error) = mismatch(&current, intent) {
