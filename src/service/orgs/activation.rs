@@ -231,43 +231,45 @@ pub(crate) async fn suspend_agents(
     org_id: uuid::Uuid,
     now: i64,
 ) -> Result<u64> {
-    Ok(agents::Entity::update_many()
-        .col_expr(
-            agents::Column::Status,
-            Expr::value(AgentStatus::Suspended.as_str()),
-        )
-        .col_expr(agents::Column::SuspendedByOrg, Expr::value(true))
-        .col_expr(agents::Column::UpdateTime, Expr::value(now))
-        .col_expr(
-            agents::Column::Version,
-            Expr::col(agents::Column::Version).add(1),
-        )
-        .filter(agents::Column::OrganizationId.eq(org_id))
-        .filter(agents::Column::Status.eq(AgentStatus::Active.as_str()))
-        .exec(&**tx)
-        .await?
-        .rows_affected)
+    set_org_suspension(tx, org_id, true, now).await
 }
 
-/// Restores the agents suspended by their organization (as ReactivateOrganization does).
+/// Restores the agents suspended by their organization (as ReactivateOrganization does);
+/// agents suspended for other reasons stay suspended.
 pub(crate) async fn restore_agents(
     tx: &crate::storage::Tx,
     org_id: uuid::Uuid,
     now: i64,
 ) -> Result<u64> {
-    Ok(agents::Entity::update_many()
-        .col_expr(
-            agents::Column::Status,
-            Expr::value(AgentStatus::Active.as_str()),
+    set_org_suspension(tx, org_id, false, now).await
+}
+
+/// Suspends the organization's active agents (`suspend`) or reactivates the ones its
+/// suspension marked; the number of agents changed.
+async fn set_org_suspension(
+    tx: &crate::storage::Tx,
+    org_id: uuid::Uuid,
+    suspend: bool,
+    now: i64,
+) -> Result<u64> {
+    let (status, affected) = if suspend {
+        (
+            AgentStatus::Suspended,
+            agents::Column::Status.eq(AgentStatus::Active.as_str()),
         )
-        .col_expr(agents::Column::SuspendedByOrg, Expr::value(false))
+    } else {
+        (AgentStatus::Active, agents::Column::SuspendedByOrg.eq(true))
+    };
+    Ok(agents::Entity::update_many()
+        .col_expr(agents::Column::Status, Expr::value(status.as_str()))
+        .col_expr(agents::Column::SuspendedByOrg, Expr::value(suspend))
         .col_expr(agents::Column::UpdateTime, Expr::value(now))
         .col_expr(
             agents::Column::Version,
             Expr::col(agents::Column::Version).add(1),
         )
         .filter(agents::Column::OrganizationId.eq(org_id))
-        .filter(agents::Column::SuspendedByOrg.eq(true))
+        .filter(affected)
         .exec(&**tx)
         .await?
         .rows_affected)
