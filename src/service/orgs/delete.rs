@@ -2,9 +2,11 @@
 //! revoking its API keys, idempotent across concurrent retries.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    sea_query::Expr,
 };
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::{
     auth::Caller,
@@ -19,6 +21,7 @@ use crate::{
         agent_count, audit, audit_request_id, check_etag, commit, idempotency_key, replayed, settle,
     },
     storage::{
+        Tx,
         audit::AuditRecord,
         entities::{api_keys, organizations},
     },
@@ -89,12 +92,7 @@ async fn delete_once(
             )
             .with("agent_count", agents_left));
         }
-        let tenants = organizations::Entity::find()
-            .filter(organizations::Column::ParentId.eq(org.id))
-            .filter(organizations::Column::DeleteTime.is_null())
-            .all(&*tx)
-            .await?
-            .len();
+        let tenants = live_tenants(&tx, org.id).await?;
         if tenants > 0 {
             return Err(Error::precondition(
                 "ORG_HAS_TENANTS",
@@ -102,18 +100,7 @@ async fn delete_once(
             )
             .with("tenant_count", tenants));
         }
-        let now = ctx.store.now();
-        let mut row = org.clone().into_active_model();
-        row.delete_time = Set(Some(now));
-        row.update_time = Set(now);
-        row.version = Set(org.version + 1);
-        let deleted = save_versioned(&tx, row, org.id, org.version).await?;
-        api_keys::Entity::update_many()
-            .col_expr(api_keys::Column::RevokeTime, Expr::value(now))
-            .filter(api_keys::Column::OrganizationId.eq(org.id))
-            .filter(api_keys::Column::RevokeTime.is_null())
-            .exec(&*tx)
-            .await?;
+        let deleted = soft_delete(&tx, &org, ctx.store.now()).await?;
         audit(
             &tx,
             ctx,
@@ -139,4 +126,34 @@ async fn delete_once(
     }
     .await;
     settle(ctx, key, result).await
+}
+
+/// Live tenants of an organization (an agency is deleted only without them).
+pub(crate) async fn live_tenants(tx: &Tx, org_id: Uuid) -> Result<u64> {
+    Ok(organizations::Entity::find()
+        .filter(organizations::Column::ParentId.eq(org_id))
+        .filter(organizations::Column::DeleteTime.is_null())
+        .count(&**tx)
+        .await?)
+}
+
+/// Soft-deletes a locked organization (gone from reads and lists, its slug never
+/// reused, its financial records kept) and revokes its API keys; the caller audits.
+pub(crate) async fn soft_delete(
+    tx: &Tx,
+    org: &organizations::Model,
+    now: i64,
+) -> Result<organizations::Model> {
+    let mut row = org.clone().into_active_model();
+    row.delete_time = Set(Some(now));
+    row.update_time = Set(now);
+    row.version = Set(org.version + 1);
+    let deleted = save_versioned(tx, row, org.id, org.version).await?;
+    api_keys::Entity::update_many()
+        .col_expr(api_keys::Column::RevokeTime, Expr::value(now))
+        .filter(api_keys::Column::OrganizationId.eq(org.id))
+        .filter(api_keys::Column::RevokeTime.is_null())
+        .exec(&**tx)
+        .await?;
+    Ok(deleted)
 }

@@ -16,6 +16,7 @@ pub use activation::{deactivate, reactivate, set_active, toggle_active};
 pub use api_keys::regenerate_api_key;
 pub use create::create;
 pub use delete::delete;
+pub(crate) use delete::{live_tenants, soft_delete};
 pub use read::{escape_like, get, list};
 pub use register::register;
 pub use slugs::{check_name, check_slug};

@@ -21,9 +21,7 @@
 //! is soft-deleted (as DeleteOrganization does: gone from reads and lists, API keys
 //! revoked, financial records kept), audited by a SYSTEM principal.
 
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, sea_query::Expr,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -49,7 +47,7 @@ use crate::{
     storage::{
         Tx,
         audit::AuditRecord,
-        entities::{agents, api_keys, organizations},
+        entities::{agents, organizations},
     },
 };
 
@@ -300,12 +298,7 @@ async fn delete_account(ctx: &Ctx, principal: &Principal, org_id: Uuid, at: i64)
     if !due {
         return Ok(false);
     }
-    let tenants = organizations::Entity::find()
-        .filter(organizations::Column::ParentId.eq(org.id))
-        .filter(organizations::Column::DeleteTime.is_null())
-        .all(&*tx)
-        .await?
-        .len();
+    let tenants = orgs::live_tenants(&tx, org.id).await?;
     if tenants > 0 {
         tracing::warn!(
             organization = %org.slug,
@@ -321,17 +314,7 @@ async fn delete_account(ctx: &Ctx, principal: &Principal, org_id: Uuid, at: i64)
     );
     let root = orgs::root_org(&*tx).await?;
     let moved = return_agents_to_root(ctx, &tx, principal, &org, &root, &request_id).await?;
-    let mut row = org.clone().into_active_model();
-    row.delete_time = Set(Some(now));
-    row.update_time = Set(now);
-    row.version = Set(org.version + 1);
-    orgs::save_versioned(&tx, row, org.id, org.version).await?;
-    api_keys::Entity::update_many()
-        .col_expr(api_keys::Column::RevokeTime, Expr::value(now))
-        .filter(api_keys::Column::OrganizationId.eq(org.id))
-        .filter(api_keys::Column::RevokeTime.is_null())
-        .exec(&*tx)
-        .await?;
+    orgs::soft_delete(&tx, &org, now).await?;
     audit(
         &tx,
         ctx,
