@@ -89,3 +89,46 @@ pub(crate) fn finish_keyed<T>(
         _ => String::new(),
     }
 }
+
+/// Parses `order_by`: one of `keys`' names, optionally followed by `asc` (the default)
+/// or `desc`; empty means `default` (key, descending). Anything else is reported on
+/// `order_by` and the default is used.
+pub(crate) fn parse_order<K: Copy>(
+    v: &mut Violations,
+    text: &str,
+    keys: &[(&str, K)],
+    default: (K, bool),
+) -> (K, bool) {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (field, direction) = match words.as_slice() {
+        [] => return default,
+        [field] => (*field, None),
+        [field, direction] => (*field, Some(direction.to_ascii_lowercase())),
+        _ => ("", None),
+    };
+    let key = keys
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map(|(_, k)| *k);
+    let descending = match direction.as_deref() {
+        None | Some("asc") => Some(false),
+        Some("desc") => Some(true),
+        _ => None,
+    };
+    match (key, descending) {
+        (Some(key), Some(descending)) => (key, descending),
+        _ => {
+            let names: Vec<String> = keys.iter().map(|(name, _)| format!("`{name}`")).collect();
+            let listed = match names.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            v.add(
+                "order_by",
+                format!("must be {listed}, optionally followed by `asc` or `desc`"),
+            );
+            default
+        }
+    }
+}

@@ -220,37 +220,6 @@ impl AddonOrder {
     }
 }
 
-/// Parses `order_by`: `name` (default) or `category`, optionally `asc` or `desc`.
-fn parse_addon_order(v: &mut Violations, text: &str) -> (AddonOrder, bool) {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let (field, direction) = match words.as_slice() {
-        [] => return (AddonOrder::Name, false),
-        [field] => (*field, None),
-        [field, direction] => (*field, Some(direction.to_ascii_lowercase())),
-        _ => ("", None),
-    };
-    let order = match field {
-        "name" => Some(AddonOrder::Name),
-        "category" => Some(AddonOrder::Category),
-        _ => None,
-    };
-    let descending = match direction.as_deref() {
-        None | Some("asc") => Some(false),
-        Some("desc") => Some(true),
-        _ => None,
-    };
-    match (order, descending) {
-        (Some(order), Some(descending)) => (order, descending),
-        _ => {
-            v.add(
-                "order_by",
-                "must be `name` or `category`, optionally followed by `asc` or `desc`",
-            );
-            (AddonOrder::Name, false)
-        }
-    }
-}
-
 /// ListAddonServices: the add-on catalogue, optionally one category, filtered, ordered
 /// by name (default) or category (ties by id), paged.
 pub async fn list_addon_services(
@@ -272,7 +241,15 @@ pub async fn list_addon_services(
         .iter()
         .filter_map(|term| AddonTerm::parse(&mut v, term))
         .collect();
-    let (order, descending) = parse_addon_order(&mut v, &req.order_by);
+    let (order, descending) = crate::service::paging::parse_order(
+        &mut v,
+        &req.order_by,
+        &[
+            ("name", AddonOrder::Name),
+            ("category", AddonOrder::Category),
+        ],
+        (AddonOrder::Name, false),
+    );
     let page = CataloguePage::parse(
         &mut v,
         req.page_size,

@@ -63,40 +63,6 @@ impl SortKey {
     }
 }
 
-/// Parses `order_by`: `create_time` (default, newest first), `issue_time` or `number`,
-/// each optionally followed by `asc` or `desc`.
-fn parse_order(v: &mut Violations, text: &str) -> (SortKey, bool) {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let (field, direction) = match words.as_slice() {
-        [] => return (SortKey::CreateTime, true),
-        [field] => (*field, None),
-        [field, direction] => (*field, Some(direction.to_ascii_lowercase())),
-        _ => ("", None),
-    };
-    let key = match field {
-        "create_time" => Some(SortKey::CreateTime),
-        "issue_time" => Some(SortKey::IssueTime),
-        "number" => Some(SortKey::Number),
-        _ => None,
-    };
-    let descending = match direction.as_deref() {
-        None | Some("asc") => Some(false),
-        Some("desc") => Some(true),
-        _ => None,
-    };
-    match (key, descending) {
-        (Some(key), Some(descending)) => (key, descending),
-        _ => {
-            v.add(
-                "order_by",
-                "must be `create_time`, `issue_time` or `number`, optionally followed by \
-                 `asc` or `desc`",
-            );
-            (SortKey::CreateTime, true)
-        }
-    }
-}
-
 /// Applies the filter terms to `query`, reporting bad values in `v`.
 fn apply_filter(
     v: &mut Violations,
@@ -176,7 +142,16 @@ pub async fn list_invoices(
     let terms = v
         .check("filter", filter::parse(&req.filter, FILTER_FIELDS))
         .unwrap_or_default();
-    let (key, descending) = parse_order(&mut v, &req.order_by);
+    let (key, descending) = crate::service::paging::parse_order(
+        &mut v,
+        &req.order_by,
+        &[
+            ("create_time", SortKey::CreateTime),
+            ("issue_time", SortKey::IssueTime),
+            ("number", SortKey::Number),
+        ],
+        (SortKey::CreateTime, true),
+    );
     let fingerprint = paging::fingerprint(&[&org_id.to_string(), &req.filter, &req.order_by]);
     let cursor = v
         .check("page_token", paging::decode(&req.page_token, &fingerprint))

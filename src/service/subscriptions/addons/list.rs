@@ -27,29 +27,6 @@ const FILTER_FIELDS: &[(&str, &[Op])] = &[
     ("create_time", filter::ORDERED),
 ];
 
-/// Parses `order_by`: `create_time` (default newest first), optionally followed by
-/// `asc` or `desc`; returns whether the order is descending.
-fn parse_order(v: &mut Violations, text: &str) -> bool {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let direction = match words.as_slice() {
-        [] => return true,
-        ["create_time"] => Some(false),
-        ["create_time", direction] => match direction.to_ascii_lowercase().as_str() {
-            "asc" => Some(false),
-            "desc" => Some(true),
-            _ => None,
-        },
-        _ => None,
-    };
-    direction.unwrap_or_else(|| {
-        v.add(
-            "order_by",
-            "must be `create_time`, optionally followed by `asc` or `desc`",
-        );
-        true
-    })
-}
-
 fn apply_filter(
     v: &mut Violations,
     mut query: sea_orm::Select<purchases::Entity>,
@@ -111,7 +88,13 @@ pub async fn list_purchased_services(
     let terms = v
         .check("filter", filter::parse(&req.filter, FILTER_FIELDS))
         .unwrap_or_default();
-    let descending = parse_order(&mut v, &req.order_by);
+    let descending = crate::service::paging::parse_order(
+        &mut v,
+        &req.order_by,
+        &[("create_time", ())],
+        ((), true),
+    )
+    .1;
     let fingerprint = paging::fingerprint(&[&org_id.to_string(), &req.filter, &req.order_by]);
     let cursor = v
         .check("page_token", paging::decode(&req.page_token, &fingerprint))

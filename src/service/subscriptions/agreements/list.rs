@@ -73,38 +73,6 @@ impl SortKey {
     }
 }
 
-/// Parses `order_by`: `accept_time` (default, newest first) or `service_id`, each
-/// optionally followed by `asc` or `desc`.
-fn parse_order(v: &mut Violations, text: &str) -> (SortKey, bool) {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let (field, direction) = match words.as_slice() {
-        [] => return (SortKey::AcceptTime, true),
-        [field] => (*field, None),
-        [field, direction] => (*field, Some(direction.to_ascii_lowercase())),
-        _ => ("", None),
-    };
-    let key = match field {
-        "accept_time" => Some(SortKey::AcceptTime),
-        "service_id" => Some(SortKey::ServiceId),
-        _ => None,
-    };
-    let descending = match direction.as_deref() {
-        None | Some("asc") => Some(false),
-        Some("desc") => Some(true),
-        _ => None,
-    };
-    match (key, descending) {
-        (Some(key), Some(descending)) => (key, descending),
-        _ => {
-            v.add(
-                "order_by",
-                "must be `accept_time` or `service_id`, optionally followed by `asc` or `desc`",
-            );
-            (SortKey::AcceptTime, true)
-        }
-    }
-}
-
 fn apply_filter(
     v: &mut Violations,
     mut query: sea_orm::Select<agreements::Entity>,
@@ -152,7 +120,15 @@ pub async fn list_agreements(
     let terms = v
         .check("filter", filter::parse(&req.filter, FILTER_FIELDS))
         .unwrap_or_default();
-    let (key, descending) = parse_order(&mut v, &req.order_by);
+    let (key, descending) = crate::service::paging::parse_order(
+        &mut v,
+        &req.order_by,
+        &[
+            ("accept_time", SortKey::AcceptTime),
+            ("service_id", SortKey::ServiceId),
+        ],
+        (SortKey::AcceptTime, true),
+    );
     let fingerprint = paging::fingerprint(&[&org_id.to_string(), &req.filter, &req.order_by]);
     let cursor = v
         .check("page_token", paging::decode(&req.page_token, &fingerprint))
