@@ -123,7 +123,7 @@ async fn invoice_period(
     now: i64,
 ) -> Result<invoices::Issued> {
     let mut account = ledger::lock_account(tx, org, now).await?;
-    let issued = invoices::issue(
+    let (issued, _) = invoices::issue_and_collect(
         tx,
         ctx,
         &mut account,
@@ -145,23 +145,12 @@ async fn invoice_period(
             memo: String::new(),
             due_time: None,
         },
-        now,
-    )
-    .await?;
-    let (invoice, _) = invoices::collect_if_covered(
-        tx,
-        ctx,
-        &mut account,
-        issued.invoice,
         principal.author(),
         request_id,
         now,
     )
     .await?;
-    Ok(invoices::Issued {
-        invoice,
-        lines: issued.lines,
-    })
+    Ok(issued)
 }
 
 /// CreateSubscription: subscribes the organization (ALREADY_EXISTS when a

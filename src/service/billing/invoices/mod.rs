@@ -31,7 +31,7 @@ pub use convert::{line_kind, status as invoice_status, to_proto};
 pub use create::create_invoice;
 pub use issue::{Issued, MAX_TOTAL_MICROS, NewInvoice, NewLine, issue, line_amount};
 pub use list::list_invoices;
-pub use pay::{Paid, can_pay_from_credits, collect_if_covered, pay_from_credits};
+pub use pay::{Paid, can_pay_from_credits, issue_and_collect, pay_from_credits};
 pub use read::{get_invoice, get_invoice_pdf};
 pub use status::{mark_uncollectible, pay_invoice, void_invoice};
 

@@ -103,7 +103,7 @@ pub async fn pay_from_credits(
 /// The "prepaid" rule of subscription invoices: pays a just-issued OPEN invoice from the
 /// locked account when the balance (with the overdraft) covers it, else leaves it OPEN.
 /// Returns the invoice as it is now and whether this call paid it.
-pub async fn collect_if_covered(
+async fn collect_if_covered(
     tx: &Tx,
     ctx: &Ctx,
     account: &mut billing_accounts::Model,
@@ -117,6 +117,30 @@ pub async fn collect_if_covered(
     }
     let paid = pay_from_credits(tx, ctx, account, &invoice, author, request_id, now).await?;
     Ok((paid.invoice, true))
+}
+
+/// Issues an invoice on the locked account ([`super::issue`]) and applies the prepaid
+/// rule ([`collect_if_covered`]): the invoice as it is now, with its lines, and whether
+/// this call paid it from credits.
+pub async fn issue_and_collect(
+    tx: &Tx,
+    ctx: &Ctx,
+    account: &mut billing_accounts::Model,
+    draft: super::NewInvoice,
+    author: String,
+    request_id: &str,
+    now: i64,
+) -> Result<(super::Issued, bool)> {
+    let issued = super::issue(tx, ctx, account, draft, now).await?;
+    let (invoice, paid) =
+        collect_if_covered(tx, ctx, account, issued.invoice, author, request_id, now).await?;
+    Ok((
+        super::Issued {
+            invoice,
+            lines: issued.lines,
+        },
+        paid,
+    ))
 }
 
 /// FAILED_PRECONDITION `INVOICE_NOT_OPEN` with the invoice's status.

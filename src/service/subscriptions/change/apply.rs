@@ -165,7 +165,7 @@ async fn invoice_change(
 ) -> Result<invoices::Issued> {
     let c = &prepared.computed;
     let mut account = ledger::lock_account(tx, org, now).await?;
-    let issued = invoices::issue(
+    let (issued, _) = invoices::issue_and_collect(
         tx,
         ctx,
         &mut account,
@@ -183,9 +183,13 @@ async fn invoice_change(
             ),
             due_time: None,
         },
+        principal.author(),
+        request_id,
         now,
     )
     .await?;
+    // A negative net was invoiced at zero (PAID at issue): the difference goes to the
+    // balance.
     let net = c.net_micros();
     if net < 0 {
         ledger::post(
@@ -207,20 +211,6 @@ async fn invoice_change(
             now,
         )
         .await?;
-        return Ok(issued);
     }
-    let (invoice, _) = invoices::collect_if_covered(
-        tx,
-        ctx,
-        &mut account,
-        issued.invoice,
-        principal.author(),
-        request_id,
-        now,
-    )
-    .await?;
-    Ok(invoices::Issued {
-        invoice,
-        lines: issued.lines,
-    })
+    Ok(issued)
 }

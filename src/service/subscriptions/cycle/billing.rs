@@ -146,7 +146,7 @@ pub(super) async fn bill(
     }
     let ctx = run.ctx;
     let mut account = ledger::lock_account(tx, org, now).await?;
-    let issued = invoices::issue(
+    let (issued, paid) = invoices::issue_and_collect(
         tx,
         ctx,
         &mut account,
@@ -158,19 +158,12 @@ pub(super) async fn bill(
             memo: format!("Renewal at {}", day(sub.current_period_end)),
             due_time: None,
         },
-        now,
-    )
-    .await?;
-    let (invoice, paid) = invoices::collect_if_covered(
-        tx,
-        ctx,
-        &mut account,
-        issued.invoice,
         run.principal.author(),
         run.request_id,
         now,
     )
     .await?;
+    let invoice = issued.invoice;
     if !records.is_empty() {
         let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
         let marked = billing_records::Entity::update_many()
