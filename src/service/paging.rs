@@ -132,3 +132,48 @@ pub(crate) fn parse_order<K: Copy>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &[(&str, u8)] = &[("create_time", 1), ("issue_time", 2), ("number", 3)];
+
+    #[test]
+    fn order_by_takes_a_key_and_a_direction_or_the_default() {
+        let mut v = Violations::new();
+        assert_eq!(parse_order(&mut v, "", KEYS, (1, true)), (1, true));
+        assert_eq!(parse_order(&mut v, "number", KEYS, (1, true)), (3, false));
+        assert_eq!(
+            parse_order(&mut v, "issue_time DESC", KEYS, (1, true)),
+            (2, true)
+        );
+        assert_eq!(
+            parse_order(&mut v, " number  asc ", KEYS, (1, true)),
+            (3, false)
+        );
+        assert!(v.finish().is_ok());
+    }
+
+    #[test]
+    fn a_bad_order_by_names_the_choices() {
+        for text in ["slug", "number sideways", "number asc extra"] {
+            let mut v = Violations::new();
+            assert_eq!(parse_order(&mut v, text, KEYS, (1, true)), (1, true));
+            let message = format!("{:?}", v.finish().expect_err("refused"));
+            assert!(
+                message.contains(
+                    "must be `create_time`, `issue_time` or `number`, optionally followed by `asc` or `desc`"
+                ),
+                "{message}"
+            );
+        }
+        let mut v = Violations::new();
+        parse_order(&mut v, "name", &[("create_time", ())], ((), true));
+        let message = format!("{:?}", v.finish().expect_err("refused"));
+        assert!(
+            message.contains("must be `create_time`, optionally"),
+            "{message}"
+        );
+    }
+}
