@@ -221,6 +221,97 @@ impl BillingArgs {
     }
 }
 
+/// Event delivery, email and transfer flags.
+#[derive(Debug, Clone, Args)]
+pub struct EventArgs {
+    /// Milliseconds between dispatcher rounds (sequencing, webhook and email delivery,
+    /// transfer expiry) when nothing wakes it earlier.
+    #[arg(long, env = "TENANTRY_EVENTS_POLL_MS", default_value_t = 1000)]
+    pub events_poll_ms: u64,
+    /// Attempts per webhook delivery (and email) before it is dead-lettered.
+    #[arg(long, env = "TENANTRY_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+    /// Delay before the first retry in milliseconds; doubled after each failure (at most
+    /// one hour).
+    #[arg(long, env = "TENANTRY_WEBHOOK_RETRY_BASE_MS", default_value_t = 30_000)]
+    pub webhook_retry_base_ms: u64,
+    /// Seconds a webhook POST may take.
+    #[arg(long, env = "TENANTRY_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub webhook_timeout_seconds: u64,
+    /// SMTP server, e.g. `smtp://user:pass@mail.example.com:587?tls=required` or
+    /// `smtps://…`; without it emails are logged, not sent.
+    #[arg(long, env = "TENANTRY_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender address of emails.
+    #[arg(
+        long,
+        env = "TENANTRY_SMTP_FROM",
+        default_value = "tenantry <no-reply@tenantry.local>"
+    )]
+    pub smtp_from: String,
+    /// Days a pending tenant transfer waits for a decision before it expires.
+    #[arg(long, env = "TENANTRY_TENANT_TRANSFER_TTL_DAYS", default_value_t = 14)]
+    pub tenant_transfer_ttl_days: u64,
+}
+
+/// Event delivery, email and transfer settings.
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// Whether this process runs the dispatcher (sequencer, deliveries, expiries).
+    pub dispatcher: bool,
+    /// Pause between dispatcher rounds when nothing wakes it.
+    pub poll_interval: Duration,
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay, doubled per failure.
+    pub retry_base: Duration,
+    /// Timeout of one webhook POST.
+    pub webhook_timeout: Duration,
+    /// SMTP URL (lettre syntax); `None` logs emails instead.
+    pub smtp_url: Option<Secret>,
+    /// Sender of emails.
+    pub smtp_from: String,
+    /// How long a pending tenant transfer lives.
+    pub tenant_transfer_ttl: Duration,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            dispatcher: true,
+            poll_interval: Duration::from_millis(1000),
+            max_attempts: 8,
+            retry_base: Duration::from_secs(30),
+            webhook_timeout: Duration::from_secs(10),
+            smtp_url: None,
+            smtp_from: "tenantry <no-reply@tenantry.local>".into(),
+            tenant_transfer_ttl: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+impl EventArgs {
+    /// Checks the flags and turns them into settings.
+    pub fn settings(&self) -> Result<EventSettings, String> {
+        if self.webhook_max_attempts == 0 {
+            return Err("--webhook-max-attempts must be at least 1".into());
+        }
+        if self.tenant_transfer_ttl_days == 0 {
+            return Err("--tenant-transfer-ttl-days must be at least 1".into());
+        }
+        Ok(EventSettings {
+            dispatcher: true,
+            poll_interval: Duration::from_millis(self.events_poll_ms.max(10)),
+            max_attempts: self.webhook_max_attempts,
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
+            webhook_timeout: Duration::from_secs(self.webhook_timeout_seconds.max(1)),
+            smtp_url: self.smtp_url.clone().map(Secret::new),
+            smtp_from: self.smtp_from.clone(),
+            tenant_transfer_ttl: Duration::from_secs(self.tenant_transfer_ttl_days * 24 * 3600),
+        })
+    }
+}
+
 /// Flags of `tenantry serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -233,6 +324,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     /// Payments and billing.
     pub billing: BillingArgs,
+    #[command(flatten)]
+    /// Events, webhooks, email and transfers.
+    pub events: EventArgs,
     /// gRPC listen address.
     #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -296,6 +390,8 @@ pub struct Settings {
     pub drain: Duration,
     /// Payments and billing.
     pub billing: BillingSettings,
+    /// Events, webhooks, email and transfers.
+    pub events: EventSettings,
 }
 
 impl Settings {
@@ -318,6 +414,7 @@ impl Settings {
             public_rate_per_minute: 60,
             drain: Duration::ZERO,
             billing: BillingSettings::default(),
+            events: EventSettings::default(),
         }
     }
 }

@@ -361,6 +361,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_rate_per_minute: args.public_rate_per_minute,
         drain: Duration::from_secs(args.drain_seconds),
         billing: args.billing.settings().map_err(anyhow::Error::msg)?,
+        events: args.events.settings().map_err(anyhow::Error::msg)?,
     };
     let app = Application::build(settings).await?;
     tracing::info!(

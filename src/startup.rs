@@ -177,10 +177,13 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let drain = ctx.settings.drain;
         let reporter = health_reporter.clone();
+        let reporter_store = ctx.store.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining");
             let _ = draining_tx.send(true);
+            // Open event streams end now, so the drain is not held up by watchers.
+            reporter_store.signals().stopping.send_replace(true);
             reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
@@ -233,6 +236,12 @@ impl Application {
             })
         });
 
+        // The event dispatcher: sequencing, webhook and email delivery, transfer expiry.
+        let dispatcher =
+            ctx.settings.events.dispatcher.then(|| {
+                tokio::spawn(crate::events::dispatcher::run(ctx.clone(), stop_rx.clone()))
+            });
+
         let http_state = HttpState {
             store: ctx.store.clone(),
             draining: draining_rx,
@@ -274,6 +283,9 @@ impl Application {
 
         let (grpc_result, http_result) = tokio::join!(grpc_server, async { http_server.await });
         maintenance.abort();
+        if let Some(dispatcher) = dispatcher {
+            let _ = dispatcher.await;
+        }
         if let Some(billing_cycle) = billing_cycle {
             billing_cycle.abort();
             let _ = billing_cycle.await;

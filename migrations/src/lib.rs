@@ -16,6 +16,7 @@ mod m20261123_000004_audit_and_idempotency;
 mod m20261123_000005_root_organization;
 mod m20261123_000006_billing;
 mod m20261123_000007_subscriptions;
+mod m20261123_000008_events_and_transfers;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_root_organization::Migration),
             Box::new(m20261123_000006_billing::Migration),
             Box::new(m20261123_000007_subscriptions::Migration),
+            Box::new(m20261123_000008_events_and_transfers::Migration),
         ]
     }
 }

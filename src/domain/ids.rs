@@ -37,6 +37,20 @@ pub enum IdKind {
     ServicePurchase,
     /// `agr_`: a service agreement.
     Agreement,
+    /// `evt_`: a domain event.
+    Event,
+    /// `whe_`: a webhook endpoint.
+    WebhookEndpoint,
+    /// `whd_`: one event's delivery to one endpoint.
+    WebhookDelivery,
+    /// `eml_`: a queued email.
+    Email,
+    /// `xfer_`: a tenant transfer between agencies.
+    TenantTransfer,
+    /// `atr_`: an asset transfer.
+    AssetTransfer,
+    /// `ast_`: a registered external asset.
+    ExternalAsset,
 }
 
 impl IdKind {
@@ -57,6 +71,13 @@ impl IdKind {
             IdKind::Subscription => "sub",
             IdKind::ServicePurchase => "svcp",
             IdKind::Agreement => "agr",
+            IdKind::Event => "evt",
+            IdKind::WebhookEndpoint => "whe",
+            IdKind::WebhookDelivery => "whd",
+            IdKind::Email => "eml",
+            IdKind::TenantTransfer => "xfer",
+            IdKind::AssetTransfer => "atr",
+            IdKind::ExternalAsset => "ast",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod billing;
 pub mod clock;
+pub mod events;
 pub mod filter;
 pub mod ids;
 pub mod money;

@@ -76,37 +76,9 @@ pub async fn pending<T>(
     Err(Error::Unimplemented(capability))
 }
 
-/// Implements RPCs that answer [`pending`], each naming the fields that hold the
-/// organizations it targets. (Written in `async_trait`'s desugared form, because the
-/// attribute cannot see methods produced by a macro.)
-macro_rules! pending_rpcs {
-    ($capability:expr; $( $method:ident($req:ident -> $resp:ident) [$($field:ident),*]; )*) => {
-        $(
-            fn $method<'life0, 'async_trait>(
-                &'life0 self,
-                request: tonic::Request<crate::proto::$req>,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<crate::proto::$resp>, tonic::Status>> + Send + 'async_trait>>
-            where
-                'life0: 'async_trait,
-                Self: 'async_trait,
-            {
-                Box::pin(async move {
-                    let caller = crate::grpc::caller_of(&request)?;
-                    #[allow(unused_variables)]
-                    let message = request.into_inner();
-                    let targets: &[(&str, &str)] = &[$((stringify!($field), message.$field.as_str())),*];
-                    crate::grpc::pending(&self.ctx, &caller, targets, $capability)
-                        .await
-                        .map_err(tonic::Status::from)
-                })
-            }
-        )*
-    };
-}
-pub(crate) use pending_rpcs;
-
-/// Implements RPCs by delegating to use cases through [`serve`] (in `async_trait`'s
-/// desugared form, like [`pending_rpcs`]).
+/// Implements RPCs by delegating to use cases through [`serve`] (written in
+/// `async_trait`'s desugared form, because the attribute cannot see methods produced by
+/// a macro).
 macro_rules! delegate {
     ($( $method:ident($req:ident -> $resp:ident) => $use_case:path; )*) => {
         $(

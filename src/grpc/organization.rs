@@ -1,19 +1,12 @@
 //! OrganizationService adapter: every handler extracts the caller and delegates.
 
-use std::pin::Pin;
-
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    grpc::{Ctx, caller_of, delegate, pending, pending_rpcs},
+    grpc::{Ctx, caller_of, delegate},
     proto::{self, organization_service_server::OrganizationService},
-    service::{agents, audit_log, members, orgs, profile, signups, subscriptions},
+    service::{agents, audit_log, members, orgs, profile, signups, subscriptions, watch, webhooks},
 };
-
-/// Feature flags and account lifecycle arrive with subscriptions.
-/// Webhook endpoints and event streams arrive with the events issue.
-const EVENTS: &str = "webhook endpoints and event streams (events)";
 
 /// The OrganizationService.
 #[derive(Debug, Clone)]
@@ -77,6 +70,9 @@ impl OrganizationService for Organizations {
         validate_signup(ValidateSignupRequest -> ValidateSignupResponse) => signups::validate;
 
         list_audit_events(ListAuditEventsRequest -> ListAuditEventsResponse) => audit_log::list;
+        create_webhook_endpoint(CreateWebhookEndpointRequest -> CreateWebhookEndpointResponse) => webhooks::create_endpoint;
+        list_webhook_endpoints(ListWebhookEndpointsRequest -> ListWebhookEndpointsResponse) => webhooks::list_endpoints;
+        delete_webhook_endpoint(DeleteWebhookEndpointRequest -> DeleteWebhookEndpointResponse) => webhooks::delete_endpoint;
 
         set_feature_flag(SetFeatureFlagRequest -> SetFeatureFlagResponse) => subscriptions::features::set_feature_flag;
         clear_feature_flag(ClearFeatureFlagRequest -> ClearFeatureFlagResponse) => subscriptions::features::clear_feature_flag;
@@ -84,28 +80,16 @@ impl OrganizationService for Organizations {
         reactivate_account(ReactivateAccountRequest -> ReactivateAccountResponse) => subscriptions::account::reactivate_account;
     }
 
-    pending_rpcs! { EVENTS;
-        create_webhook_endpoint(CreateWebhookEndpointRequest -> CreateWebhookEndpointResponse) [organization_id];
-        list_webhook_endpoints(ListWebhookEndpointsRequest -> ListWebhookEndpointsResponse) [organization_id];
-        delete_webhook_endpoint(DeleteWebhookEndpointRequest -> DeleteWebhookEndpointResponse) [organization_id];
-    }
-
-    type WatchEventsStream =
-        Pin<Box<dyn Stream<Item = Result<proto::WatchEventsResponse, Status>> + Send + 'static>>;
+    type WatchEventsStream = watch::EventStream;
 
     async fn watch_events(
         &self,
         request: Request<proto::WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
         let caller = caller_of(&request)?;
-        let message = request.into_inner();
-        pending(
-            &self.ctx,
-            &caller,
-            &[("organization_id", &message.organization_id)],
-            EVENTS,
-        )
-        .await
-        .map_err(Status::from)
+        watch::watch(self.ctx.clone(), caller, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 }

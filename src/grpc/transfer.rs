@@ -1,12 +1,10 @@
-//! TenantTransferService adapter. Ownership, asset and agency transfers arrive with the
-//! transfers issue; until then every RPC checks its caller and answers UNIMPLEMENTED.
+//! TenantTransferService adapter: every handler extracts the caller and delegates.
 
 use crate::{
-    grpc::{Ctx, pending_rpcs},
+    grpc::{Ctx, delegate},
     proto::tenant_transfer_service_server::TenantTransferService,
+    service::transfers::{assets, ownership, registry, tenants},
 };
-
-const CAPABILITY: &str = "transfers (ownership, assets, tenants between agencies)";
 
 /// The TenantTransferService.
 #[derive(Debug, Clone)]
@@ -23,19 +21,19 @@ impl Transfers {
 
 #[tonic::async_trait]
 impl TenantTransferService for Transfers {
-    pending_rpcs! { CAPABILITY;
-        transfer_ownership(TransferOwnershipRequest -> TransferOwnershipResponse) [organization_id];
-        change_owner_email(ChangeOwnerEmailRequest -> ChangeOwnerEmailResponse) [organization_id];
-        transfer_assets(TransferAssetsRequest -> TransferAssetsResponse) [source_organization_id, target_organization_id];
-        transfer_assets_bulk(TransferAssetsBulkRequest -> TransferAssetsBulkResponse) [source_organization_id, target_organization_id];
-        register_asset(RegisterAssetRequest -> RegisterAssetResponse) [organization_id];
-        list_assets(ListAssetsRequest -> ListAssetsResponse) [organization_id];
-        deregister_asset(DeregisterAssetRequest -> DeregisterAssetResponse) [organization_id];
-        request_tenant_transfer(RequestTenantTransferRequest -> RequestTenantTransferResponse) [organization_id];
-        accept_tenant_transfer(AcceptTenantTransferRequest -> AcceptTenantTransferResponse) [organization_id];
-        reject_tenant_transfer(RejectTenantTransferRequest -> RejectTenantTransferResponse) [organization_id];
-        cancel_tenant_transfer(CancelTenantTransferRequest -> CancelTenantTransferResponse) [organization_id];
-        get_tenant_transfer(GetTenantTransferRequest -> GetTenantTransferResponse) [organization_id];
-        list_tenant_transfers(ListTenantTransfersRequest -> ListTenantTransfersResponse) [organization_id];
+    delegate! {
+        transfer_ownership(TransferOwnershipRequest -> TransferOwnershipResponse) => ownership::transfer_ownership;
+        change_owner_email(ChangeOwnerEmailRequest -> ChangeOwnerEmailResponse) => ownership::change_owner_email;
+        transfer_assets(TransferAssetsRequest -> TransferAssetsResponse) => assets::transfer_assets;
+        transfer_assets_bulk(TransferAssetsBulkRequest -> TransferAssetsBulkResponse) => assets::transfer_assets_bulk;
+        register_asset(RegisterAssetRequest -> RegisterAssetResponse) => registry::register;
+        list_assets(ListAssetsRequest -> ListAssetsResponse) => registry::list;
+        deregister_asset(DeregisterAssetRequest -> DeregisterAssetResponse) => registry::deregister;
+        request_tenant_transfer(RequestTenantTransferRequest -> RequestTenantTransferResponse) => tenants::request;
+        accept_tenant_transfer(AcceptTenantTransferRequest -> AcceptTenantTransferResponse) => tenants::accept;
+        reject_tenant_transfer(RejectTenantTransferRequest -> RejectTenantTransferResponse) => tenants::reject;
+        cancel_tenant_transfer(CancelTenantTransferRequest -> CancelTenantTransferResponse) => tenants::cancel;
+        get_tenant_transfer(GetTenantTransferRequest -> GetTenantTransferResponse) => tenants::get;
+        list_tenant_transfers(ListTenantTransfersRequest -> ListTenantTransfersResponse) => tenants::list;
     }
 }

@@ -13,6 +13,9 @@ mod paging;
 pub mod profile;
 pub mod signups;
 pub mod subscriptions;
+pub mod transfers;
+pub mod watch;
+pub mod webhooks;
 
 use prost::Message;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};

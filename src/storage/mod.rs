@@ -9,14 +9,21 @@ pub mod audit;
 pub mod entities;
 pub mod idempotency;
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 
 use crate::{
     domain::clock::Clock,
@@ -39,6 +46,28 @@ pub struct Store {
     backend: Backend,
     writer: Option<Arc<Mutex<()>>>,
     clock: Arc<dyn Clock>,
+    signals: Arc<EventSignals>,
+}
+
+/// Signals between this process's writers, its event sequencer and its event watchers.
+#[derive(Debug)]
+pub struct EventSignals {
+    /// Woken when a transaction that emitted events commits.
+    pub new_events: Notify,
+    /// The last event position this process's sequencer handed out (watchers wait on it).
+    pub positions: watch::Sender<i64>,
+    /// True once the server is shutting down: open event streams end.
+    pub stopping: watch::Sender<bool>,
+}
+
+impl Default for EventSignals {
+    fn default() -> Self {
+        EventSignals {
+            new_events: Notify::new(),
+            positions: watch::Sender::new(0),
+            stopping: watch::Sender::new(false),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -91,6 +120,7 @@ impl Store {
             backend,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             clock,
+            signals: Arc::default(),
         })
     }
 
@@ -107,6 +137,11 @@ impl Store {
     /// The clock.
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
+    }
+
+    /// The event signals of this process.
+    pub fn signals(&self) -> &Arc<EventSignals> {
+        &self.signals
     }
 
     /// Now, in stored form.
@@ -134,7 +169,12 @@ impl Store {
             }
             Backend::Postgres => self.db.begin().await?,
         };
-        Ok(Tx { txn, _guard: guard })
+        Ok(Tx {
+            txn,
+            _guard: guard,
+            signals: self.signals.clone(),
+            emitted: AtomicBool::new(false),
+        })
     }
 
     /// Applies every pending migration.
@@ -184,13 +224,23 @@ impl Store {
 pub struct Tx {
     txn: DatabaseTransaction,
     _guard: Option<OwnedMutexGuard<()>>,
+    signals: Arc<EventSignals>,
+    emitted: AtomicBool,
 }
 
 impl Tx {
-    /// Commits the transaction.
+    /// Commits the transaction; wakes the sequencer when it wrote events.
     pub async fn commit(self) -> Result<()> {
         self.txn.commit().await?;
+        if self.emitted.load(Ordering::Relaxed) {
+            self.signals.new_events.notify_one();
+        }
         Ok(())
+    }
+
+    /// Notes that this transaction wrote to the outbox.
+    pub fn note_event(&self) {
+        self.emitted.store(true, Ordering::Relaxed);
     }
 }
 

@@ -16,6 +16,7 @@ use crate::{
         text,
     },
     error::{Error, Result, Violations},
+    events::email,
     grpc::{Ctx, convert},
     proto,
     service::{
@@ -123,6 +124,7 @@ pub async fn invite(
         }
         .insert(&*tx)
         .await?;
+        email::queue_invitation(&tx, now, &org, None, &row, &token).await?;
         audit(
             &tx,
             &ctx,
@@ -230,6 +232,10 @@ async fn reissue(
         .rows_affected;
     if updated != 1 {
         return Ok(response);
+    }
+    // The earlier email's token no longer works: send the new one.
+    if let Some(invitation) = invitations::Entity::find_by_id(id).one(&*tx).await? {
+        email::queue_invitation(&tx, now, access.org(), None, &invitation, &token).await?;
     }
     audit(
         &tx,

@@ -9,12 +9,14 @@ use serde_json::json;
 
 use crate::{
     auth::{Caller, OrgAccess},
+    domain::events::EmailKind,
     domain::{
         ids::{self, IdKind},
         org::{AgentStatus, OrgKind, OrgStatus},
         text,
     },
     error::{Error, Result, Violations},
+    events::email,
     grpc::{Ctx, convert},
     proto,
     service::{agent_count, audit},
@@ -98,8 +100,50 @@ async fn set_status(
         },
     )
     .await?;
+    if !active && notify_owner {
+        queue_deactivation_notice(&tx, now, &updated, reason).await?;
+    }
     tx.commit().await?;
     Ok((updated, changed))
+}
+
+/// Tells the owner (or, before an owner exists, the contact) that the organization was
+/// deactivated. Nobody to tell: nothing is queued.
+async fn queue_deactivation_notice(
+    tx: &crate::storage::Tx,
+    now: i64,
+    org: &organizations::Model,
+    reason: &str,
+) -> Result<()> {
+    let to = [&org.owner_email, &org.contact_email]
+        .into_iter()
+        .find(|e| !e.is_empty());
+    let Some(to) = to else {
+        return Ok(());
+    };
+    let why = if reason.is_empty() {
+        String::new()
+    } else {
+        format!("\n\nReason: {reason}")
+    };
+    email::queue(
+        tx,
+        now,
+        org,
+        None,
+        email::Email {
+            kind: EmailKind::DeactivationNotice,
+            to: to.clone(),
+            subject: format!("{} has been deactivated", org.name),
+            body: format!(
+                "Hello,\n\nThe organization {} ({}) has been deactivated: its agents are \
+                 suspended and API access is refused until it is reactivated.{why}\n",
+                org.name, org.slug
+            ),
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 async fn org_response(ctx: &Ctx, org: &organizations::Model) -> Result<proto::Organization> {

@@ -16,6 +16,7 @@ use crate::{
         text,
     },
     error::{Error, Result, Violations},
+    events::email,
     grpc::{Ctx, convert},
     proto,
     service::{
@@ -163,7 +164,7 @@ pub async fn create(
 /// limit is the agency's, so it binds everyone creating under the agency, operators
 /// included: an operator raises it by changing the agency's plan. Creates are
 /// serialized by the slug allocation lock, so concurrent creates cannot overrun it.
-pub(super) async fn check_agency_room(ctx: &Ctx, tx: &Tx, agency_id: Uuid) -> Result<()> {
+pub(crate) async fn check_agency_room(ctx: &Ctx, tx: &Tx, agency_id: Uuid) -> Result<()> {
     let Some(agency) = organizations::Entity::find_by_id(agency_id)
         .one(&**tx)
         .await?
@@ -283,6 +284,7 @@ async fn insert_org(
         }
         .insert(&*tx)
         .await?;
+        email::queue_invitation(&tx, now, &row, None, &invitation, &token).await?;
         response.owner_invitation = Some(convert::invitation(&invitation, now));
         response.owner_invitation_token = token;
     }

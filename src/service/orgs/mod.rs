@@ -14,6 +14,8 @@ mod validation;
 
 pub use activation::{deactivate, reactivate, set_active, toggle_active};
 pub use api_keys::regenerate_api_key;
+#[allow(unused_imports)] // for tenant transfers (in progress)
+pub(crate) use create::check_agency_room;
 pub use create::create;
 pub use delete::delete;
 pub(crate) use delete::{live_tenants, soft_delete};

@@ -42,7 +42,7 @@ pub(super) async fn choose_slug(
 /// finds the twin's stored result. Taken before the idempotency lookup. The root
 /// organization's row is the lock (PostgreSQL, `FOR NO KEY UPDATE`, which leaves
 /// inserts referencing the root alone); SQLite has a single writer already.
-pub(super) async fn lock_slug_allocation(tx: &Tx) -> Result<()> {
+pub(crate) async fn lock_slug_allocation(tx: &Tx) -> Result<()> {
     organizations::Entity::find()
         .filter(organizations::Column::Kind.eq(OrgKind::Root.as_str()))
         .lock(LockType::NoKeyUpdate)

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::OrgAccess,
+    domain::events::EmailKind,
     domain::{
         billing::{Metric, Month},
         ids::{self, IdKind, new_id},
@@ -18,6 +19,7 @@ use crate::{
         org::{AgentStatus, OrgStatus},
     },
     error::{Error, Result},
+    events::email,
     grpc::{Ctx, convert},
     service::{audit, billing::quotas::effective_limits, subscriptions::limit_reached},
     storage::{
@@ -421,6 +423,51 @@ async fn save_records(tx: &Tx, snap: &Snapshot, touched: &BTreeSet<(Uuid, String
     Ok(())
 }
 
+/// Emails a crossed threshold to the organization's alert addresses (the owner when it
+/// set none).
+async fn queue_spend_alert(
+    tx: &Tx,
+    now: i64,
+    org: &organizations::Model,
+    c: &Crossing,
+) -> Result<()> {
+    let mut to: Vec<String> = serde_json::from_str(&org.alert_emails).unwrap_or_default();
+    if to.is_empty() && !org.owner_email.is_empty() {
+        to.push(org.owner_email.clone());
+    }
+    let currency = convert::org_currency(org);
+    let show = |m| Money::from_micros(currency, m).amount_string();
+    for address in to {
+        email::queue(
+            tx,
+            now,
+            org,
+            None,
+            email::Email {
+                kind: EmailKind::BillingAlert,
+                to: address,
+                subject: format!(
+                    "{}: {} % of the monthly spend limit reached",
+                    org.name, c.threshold
+                ),
+                body: format!(
+                    "Hello,\n\n{} ({}) has spent {} {} in {}, {} % of its monthly spend limit of {} {}.\n",
+                    org.name,
+                    org.slug,
+                    show(c.mtd),
+                    currency.code(),
+                    c.month,
+                    c.threshold,
+                    show(c.limit),
+                    currency.code()
+                ),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Stores each crossed threshold once (a unique key per organization, month and
 /// threshold) with its audit entry.
 async fn record_crossings(
@@ -451,6 +498,7 @@ async fn record_crossings(
             threshold = c.threshold,
             "spend threshold crossed"
         );
+        queue_spend_alert(tx, now, org, c).await?;
         audit(
             tx,
             ctx,
