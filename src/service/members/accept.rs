@@ -11,11 +11,13 @@ use tonic::Code;
 use crate::{
     auth::{Actor, Caller, api_key},
     domain::{
+        events::types,
         ids::{self, IdKind, new_id},
         org::{InvitationStatus, MemberRole},
         text,
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{
@@ -151,8 +153,20 @@ pub async fn accept(
             return Err(limit_reached(&org, "max_team_members", current, allowed));
         }
     }
+    let mut previous_owner_user_id = org.owner_user_id.clone();
     if invitation.is_owner {
-        // One owner per organization: the invitation names the new one.
+        // One owner per organization: the invitation names the new one; an owner still
+        // flagged (an organization that already has one) loses the flag and keeps its
+        // role (at least CONFIG_ADMIN, as every owner's).
+        if let Some(previous) = members::Entity::find()
+            .filter(members::Column::OrganizationId.eq(org.id))
+            .filter(members::Column::IsOwner.eq(true))
+            .one(&*tx)
+            .await?
+            && previous_owner_user_id.is_empty()
+        {
+            previous_owner_user_id = previous.user_id;
+        }
         members::Entity::update_many()
             .col_expr(members::Column::IsOwner, Expr::value(false))
             .col_expr(members::Column::UpdateTime, Expr::value(now))
@@ -206,6 +220,41 @@ pub async fn accept(
             e
         }
     })?;
+    let org_id = ids::encode(IdKind::Organization, org.id);
+    let invitation_id = ids::encode(IdKind::Invitation, invitation.id);
+    outbox::emit(
+        &tx,
+        now,
+        &org,
+        types::MEMBER_JOINED,
+        &caller.trace_id,
+        json!({
+            "organization_id": org_id,
+            "member_id": ids::encode(IdKind::Member, id),
+            "invitation_id": invitation_id,
+            "user_id": member.user_id, "email": member.email, "role": member.role,
+            "owner": member.is_owner,
+        }),
+    )
+    .await?;
+    if invitation.is_owner {
+        outbox::emit(
+            &tx,
+            now,
+            &org,
+            types::OWNERSHIP_TRANSFERRED,
+            &caller.trace_id,
+            json!({
+                "organization_id": org_id,
+                "previous_owner_user_id": previous_owner_user_id,
+                "new_owner_user_id": member.user_id,
+                "new_owner_email": member.email,
+                "invitation_id": invitation_id,
+                "invitation_accepted": true,
+            }),
+        )
+        .await?;
+    }
     audit(
         &tx,
         &ctx,
@@ -217,7 +266,7 @@ pub async fn accept(
             target_id: ids::encode(IdKind::Member, id),
             request_id: &caller.trace_id,
             summary: json!({
-                "invitation_id": ids::encode(IdKind::Invitation, invitation.id),
+                "invitation_id": invitation_id,
                 "email": invitation.email, "role": role.as_str(), "owner": invitation.is_owner,
             }),
         },
