@@ -8,11 +8,14 @@ use tenantry::proto::{self, AddressType};
 use tonic::{Code, metadata::MetadataValue};
 
 use crate::{
+    credits::try_gift,
     helpers::{Backend, TestApp, authed, violations},
     on_both_backends,
+    organizations::{mask, named_on, register_agent, usd},
 };
 
 on_both_backends!(
+    the_audit_log_shows_each_mutation_of_a_scenario_in_order,
     a_mutation_is_audited_with_actor_action_and_request_id,
     audit_events_filter_and_page_newest_first,
     an_agency_admin_sees_tenant_entries_but_a_tenant_admin_not_the_agencys,
@@ -386,5 +389,226 @@ async fn an_agency_admin_sees_tenant_entries_but_a_tenant_admin_not_the_agencys(
         .await
         .expect("list");
     assert_eq!(by_root.len(), 1);
+    app.stop().await;
+}
+
+/// `message` with a bearer credential and an `x-request-id`.
+fn traced<T>(message: T, token: &str, request_id: &str) -> tonic::Request<T> {
+    let mut request = authed(message, token);
+    let value: MetadataValue<_> = request_id.parse().expect("header");
+    request.metadata_mut().insert("x-request-id", value);
+    request
+}
+
+async fn the_audit_log_shows_each_mutation_of_a_scenario_in_order(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let root = app.root();
+    let orgs = app.orgs();
+    let org = orgs
+        .clone()
+        .create_organization(traced(
+            proto::CreateOrganizationRequest {
+                organization: Some(named_on("Scenario", "team")),
+                request_id: "s-1".into(),
+                ..Default::default()
+            },
+            &root,
+            "s-1",
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .organization
+        .expect("organization")
+        .id;
+    let admin = app.token_for("CONFIG_ADMIN", &org, "admin-ada", Some("ada@scenario.io"));
+    orgs.clone()
+        .update_organization(traced(
+            proto::UpdateOrganizationRequest {
+                organization: Some(proto::Organization {
+                    id: org.clone(),
+                    description: "agents for everyone".into(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["description"]),
+            },
+            &admin,
+            "s-2",
+        ))
+        .await
+        .expect("update");
+    let invitation = orgs
+        .clone()
+        .invite_member(traced(
+            proto::InviteMemberRequest {
+                organization_id: org.clone(),
+                email: "bo@scenario.io".into(),
+                role: proto::MemberRole::Member as i32,
+                request_id: "s-3".into(),
+                ..Default::default()
+            },
+            &admin,
+            "s-3",
+        ))
+        .await
+        .expect("invite")
+        .into_inner()
+        .invitation
+        .expect("invitation");
+    let alpha = orgs
+        .clone()
+        .register_agent(traced(
+            proto::RegisterAgentRequest {
+                organization_id: org.clone(),
+                agent: Some(proto::Agent {
+                    name: "Alpha".into(),
+                    ..Default::default()
+                }),
+                request_id: "s-4".into(),
+            },
+            &root,
+            "s-4",
+        ))
+        .await
+        .expect("register")
+        .into_inner()
+        .agent
+        .expect("agent");
+    // Registered at the root (not in this organization's log), then assigned here.
+    let beta = register_agent(&app, &root, "", "Beta").await;
+    orgs.clone()
+        .assign_agent(traced(
+            proto::AssignAgentRequest {
+                agent_id: beta.id.clone(),
+                organization_id: org.clone(),
+                request_id: "s-5".into(),
+            },
+            &root,
+            "s-5",
+        ))
+        .await
+        .expect("assign");
+    let address = add_address(&app, &admin, &org, "London", "s-6").await;
+    orgs.clone()
+        .deactivate_organization(traced(
+            proto::DeactivateOrganizationRequest {
+                organization_id: org.clone(),
+                reason: "unpaid".into(),
+                notify_owner: false,
+            },
+            &root,
+            "s-7",
+        ))
+        .await
+        .expect("deactivate");
+    orgs.clone()
+        .reactivate_organization(traced(
+            proto::ReactivateOrganizationRequest {
+                organization_id: org.clone(),
+            },
+            &root,
+            "s-8",
+        ))
+        .await
+        .expect("reactivate");
+    app.billing()
+        .set_spend_limit(traced(
+            proto::SetSpendLimitRequest {
+                organization_id: org.clone(),
+                monthly_spend_limit: Some(usd("100.00")),
+                billing_alerts: Some(proto::BillingAlerts {
+                    alert_thresholds: vec![80],
+                    alert_emails: vec![],
+                    action_at_100: proto::SpendLimitAction::NotifyOnly as i32,
+                }),
+                etag: String::new(),
+            },
+            &admin,
+            "s-9",
+        ))
+        .await
+        .expect("spend limit");
+    let gift = try_gift(&app, &root, &org, "5.00", "s-10")
+        .await
+        .expect("gift")
+        .transaction
+        .expect("transaction");
+
+    let log = events(&app, &admin, &org, "").await.expect("list");
+    let root_user = "root_admin-user";
+    let expected = [
+        (
+            "CreateOrganization",
+            root_user,
+            "organization",
+            org.as_str(),
+        ),
+        (
+            "UpdateOrganization",
+            "admin-ada",
+            "organization",
+            org.as_str(),
+        ),
+        (
+            "InviteMember",
+            "admin-ada",
+            "invitation",
+            invitation.id.as_str(),
+        ),
+        ("RegisterAgent", root_user, "agent", alpha.id.as_str()),
+        ("AssignAgent", root_user, "agent", beta.id.as_str()),
+        ("CreateAddress", "admin-ada", "address", address.id.as_str()),
+        (
+            "DeactivateOrganization",
+            root_user,
+            "organization",
+            org.as_str(),
+        ),
+        (
+            "ReactivateOrganization",
+            root_user,
+            "organization",
+            org.as_str(),
+        ),
+        ("SetSpendLimit", "admin-ada", "organization", org.as_str()),
+        (
+            "GiftCredits",
+            root_user,
+            "credit_transaction",
+            gift.id.as_str(),
+        ),
+    ];
+    let shown: Vec<(&str, &str, &str, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.actor_id.as_str(),
+                e.target_type.as_str(),
+                e.target_id.as_str(),
+            )
+        })
+        .collect();
+    let newest_first: Vec<_> = expected.iter().rev().copied().collect();
+    assert_eq!(
+        shown, newest_first,
+        "exactly the scenario's mutations, newest first"
+    );
+    let request_ids: Vec<&str> = log.iter().map(|e| e.request_id.as_str()).collect();
+    let expected_ids: Vec<String> = (1..=10).rev().map(|i| format!("s-{i}")).collect();
+    assert_eq!(request_ids, expected_ids);
+    for entry in &log {
+        assert_eq!(entry.organization_id, org);
+        assert_eq!(entry.actor_kind, proto::ActorKind::User as i32, "{entry:?}");
+        assert!(!entry.actor_organization_id.is_empty(), "{entry:?}");
+        assert!(entry.create_time.is_some());
+    }
+    let times: Vec<_> = log
+        .iter()
+        .map(|e| e.create_time.map(|t| (t.seconds, t.nanos)))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
     app.stop().await;
 }

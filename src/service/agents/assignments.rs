@@ -10,10 +10,12 @@ use serde_json::json;
 use crate::{
     auth::{Caller, OrgAccess, Principal},
     domain::{
+        events::types,
         ids::{self, IdKind},
         org::AgentStatus,
     },
-    error::Result,
+    error::{Error, Result},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{audit, audit_request_id, commit, idempotency_key, orgs::root_org, replayed, settle},
@@ -47,7 +49,8 @@ pub(crate) struct MovedBy<'a> {
 /// Moves an agent (read under its lock, in organization `source_id`) to `target` inside
 /// `tx`: ends the current assignment, opens the new one, clears the custom rate, fits
 /// the agent's status to the target (a manual suspension stays), and audits the move in
-/// both organizations. Returns the agent and the target as it is now.
+/// both organizations (events: `agent.moved` for the source, `agent.assigned` for the
+/// target). Returns the agent and the target as it is now.
 pub(crate) async fn move_agent(
     ctx: &Ctx,
     tx: &Tx,
@@ -92,6 +95,20 @@ pub(crate) async fn move_agent(
     let mut summary = json!({ "from": from, "to": to, "status": status.as_str() });
     if !by.reason.is_empty() {
         summary["reason"] = json!(by.reason);
+    }
+    let source = organizations::Entity::find_by_id(source_id)
+        .one(&**tx)
+        .await?
+        .ok_or_else(|| Error::not_found("organization", &from))?;
+    let mut data = summary.clone();
+    data["agent_id"] = json!(ids::encode(IdKind::Agent, agent.id));
+    data["name"] = json!(agent.name);
+    for (org, event_type) in [
+        (&source, types::AGENT_MOVED),
+        (target, types::AGENT_ASSIGNED),
+    ] {
+        data["organization_id"] = json!(ids::encode(IdKind::Organization, org.id));
+        outbox::emit(tx, now, org, event_type, by.request_id, data.clone()).await?;
     }
     for org_id in [source_id, target.id] {
         audit(

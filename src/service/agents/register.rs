@@ -7,10 +7,12 @@ use serde_json::json;
 use crate::{
     auth::Caller,
     domain::{
+        events::types,
         ids::{self, IdKind, new_id},
         text,
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{audit, audit_request_id, commit, idempotency_key, orgs::root_org, replayed, settle},
@@ -76,6 +78,14 @@ pub async fn register(
         .insert(&*tx)
         .await?;
         open_assignment(&tx, id, org.id, now).await?;
+        let request_id = audit_request_id(&caller, key.as_ref());
+        let data = json!({
+            "agent_id": ids::encode(IdKind::Agent, id),
+            "organization_id": ids::encode(IdKind::Organization, org.id),
+            "name": name,
+            "status": status.as_str(),
+        });
+        outbox::emit(&tx, now, org, types::AGENT_REGISTERED, request_id, data).await?;
         audit(
             &tx,
             &ctx,
@@ -85,7 +95,7 @@ pub async fn register(
                 action: "RegisterAgent",
                 target_type: "agent",
                 target_id: ids::encode(IdKind::Agent, id),
-                request_id: audit_request_id(&caller, key.as_ref()),
+                request_id,
                 summary: json!({ "name": name, "billing_rate_micros": rate }),
             },
         )

@@ -15,11 +15,13 @@ use crate::{
     auth::Caller,
     domain::{
         billing::{Month, percentage},
+        events::types,
         ids::{self, IdKind},
         money::Money,
         org::SpendAction,
     },
     error::{Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{
@@ -120,6 +122,27 @@ pub async fn set_spend_limit(
     row.update_time = Set(now);
     row.version = Set(locked.version + 1);
     let saved = save_versioned(&tx, row, org.id, locked.version).await?;
+    let changes = json!({
+        "monthly_spend_limit": limit.map(|m| Money::from_micros(currency, m).amount_string()),
+        "currency": currency.code(),
+        "alert_thresholds": alerts.thresholds,
+        "alert_emails": alerts.emails,
+        "action_at_100": alerts.action.as_str(),
+    });
+    let data = json!({
+        "organization_id": ids::encode(IdKind::Organization, org.id),
+        "changed_fields": ["usage_limits.monthly_spend_limit", "billing_alerts"],
+        "changes": changes,
+    });
+    outbox::emit(
+        &tx,
+        now,
+        &saved,
+        types::ORGANIZATION_UPDATED,
+        &caller.trace_id,
+        data,
+    )
+    .await?;
     audit(
         &tx,
         &ctx,
@@ -130,12 +153,7 @@ pub async fn set_spend_limit(
             target_type: "organization",
             target_id: ids::encode(IdKind::Organization, org.id),
             request_id: &caller.trace_id,
-            summary: json!({
-                "monthly_spend_limit": limit.map(|m| Money::from_micros(currency, m).amount_string()),
-                "alert_thresholds": alerts.thresholds,
-                "alert_emails": alerts.emails,
-                "action_at_100": alerts.action.as_str(),
-            }),
+            summary: changes,
         },
     )
     .await?;

@@ -30,7 +30,7 @@ use crate::{
     },
 };
 
-use super::{MAX_NAME_LEN, check_power, member_exists, org_kind, parse_role};
+use super::{MAX_NAME_LEN, check_power, emit_invited, member_exists, org_kind, parse_role};
 
 /// Prefix of invitation tokens.
 const TOKEN_PREFIX: &str = "ivt_tok_";
@@ -124,7 +124,9 @@ pub async fn invite(
         }
         .insert(&*tx)
         .await?;
-        email::queue_invitation(&tx, now, &org, None, &row, &token).await?;
+        let request_id = audit_request_id(&caller, key.as_ref());
+        let event = emit_invited(&tx, now, &org, &row, request_id).await?;
+        email::queue_invitation(&tx, now, &org, Some(event), &row, &token).await?;
         audit(
             &tx,
             &ctx,
@@ -134,7 +136,7 @@ pub async fn invite(
                 action: "InviteMember",
                 target_type: "invitation",
                 target_id: ids::encode(IdKind::Invitation, id),
-                request_id: audit_request_id(&caller, key.as_ref()),
+                request_id,
                 summary: json!({
                     "email": email, "role": role.as_str(), "owner": owner,
                     "replaced_invitations": pending.iter().map(|i| ids::encode(IdKind::Invitation, i.id)).collect::<Vec<_>>(),

@@ -15,14 +15,24 @@ pub use invitations::{list_invitations, revoke_invitation};
 pub use invite::invite;
 pub use roster::{list_members, remove, update_role};
 
+use serde_json::json;
 use tonic::Code;
+use uuid::Uuid;
 
 use crate::{
     auth::{Principal, policy::CallerRole},
-    domain::org::{MemberRole, OrgKind},
+    domain::{
+        events::types,
+        ids::{self, IdKind},
+        org::{MemberRole, OrgKind},
+    },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::convert,
-    storage::entities::organizations,
+    storage::{
+        Tx,
+        entities::{invitations as invitation_rows, organizations},
+    },
 };
 
 /// Longest member or invitee name.
@@ -83,4 +93,28 @@ fn member_exists(email: &str) -> Error {
         "this user is already a member of the organization",
     )
     .with("email", email)
+}
+
+/// Emits `owner.invited` (an owner invitation) or `member.invited` for a new invitation
+/// of `org`; returns the event id, for its email. The token is never in the event.
+pub(crate) async fn emit_invited(
+    tx: &Tx,
+    now: i64,
+    org: &organizations::Model,
+    invitation: &invitation_rows::Model,
+    request_id: &str,
+) -> Result<Uuid> {
+    let event_type = if invitation.is_owner {
+        types::OWNER_INVITED
+    } else {
+        types::MEMBER_INVITED
+    };
+    let data = json!({
+        "organization_id": ids::encode(IdKind::Organization, org.id),
+        "invitation_id": ids::encode(IdKind::Invitation, invitation.id),
+        "email": invitation.email,
+        "role": invitation.role,
+        "owner": invitation.is_owner,
+    });
+    outbox::emit(tx, now, org, event_type, request_id, data).await
 }

@@ -9,10 +9,12 @@ use tonic::Code;
 use crate::{
     auth::{Caller, OrgAccess},
     domain::{
+        events::types,
         ids::{self, IdKind},
         org::MemberRole,
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{audit, check_etag, paging::Page},
@@ -173,6 +175,21 @@ pub async fn remove(
             "the member changed concurrently; retry",
         ));
     }
+    let data = json!({
+        "organization_id": ids::encode(IdKind::Organization, member.organization_id),
+        "member_id": ids::encode(IdKind::Member, member.id),
+        "email": member.email,
+        "role": member.role,
+    });
+    outbox::emit(
+        &tx,
+        ctx.store.now(),
+        access.org(),
+        types::MEMBER_REMOVED,
+        &caller.trace_id,
+        data,
+    )
+    .await?;
     audit(
         &tx,
         &ctx,

@@ -9,14 +9,14 @@ use serde_json::json;
 
 use crate::{
     auth::{Caller, OrgAccess},
-    domain::events::EmailKind,
+    domain::events::{EmailKind, types},
     domain::{
         ids::{self, IdKind},
         org::{AgentStatus, OrgKind, OrgStatus},
         text,
     },
     error::{Error, Result, Violations},
-    events::email,
+    events::{email, outbox},
     grpc::{Ctx, convert},
     proto,
     service::{agent_count, audit},
@@ -81,6 +81,26 @@ async fn set_status(
     } else {
         suspend_agents(&tx, org.id, now).await?
     };
+    let (event_type, agents_key) = if active {
+        (types::ORGANIZATION_REACTIVATED, "restored_agents")
+    } else {
+        (types::ORGANIZATION_DEACTIVATED, "suspended_agents")
+    };
+    let event = outbox::emit(
+        &tx,
+        now,
+        &updated,
+        event_type,
+        &caller.trace_id,
+        json!({
+            "organization_id": ids::encode(IdKind::Organization, org.id),
+            "status": target.as_str(),
+            "reason": reason,
+            "notify_owner": notify_owner,
+            agents_key: changed,
+        }),
+    )
+    .await?;
     audit(
         &tx,
         ctx,
@@ -95,13 +115,13 @@ async fn set_status(
                 "status": target.as_str(),
                 "reason": reason,
                 "notify_owner": notify_owner,
-                if active { "restored_agents" } else { "suspended_agents" }: changed,
+                agents_key: changed,
             }),
         },
     )
     .await?;
     if !active && notify_owner {
-        queue_deactivation_notice(&tx, now, &updated, reason).await?;
+        queue_deactivation_notice(&tx, now, &updated, event, reason).await?;
     }
     tx.commit().await?;
     Ok((updated, changed))
@@ -113,6 +133,7 @@ async fn queue_deactivation_notice(
     tx: &crate::storage::Tx,
     now: i64,
     org: &organizations::Model,
+    event: uuid::Uuid,
     reason: &str,
 ) -> Result<()> {
     let to = [&org.owner_email, &org.contact_email]
@@ -130,7 +151,7 @@ async fn queue_deactivation_notice(
         tx,
         now,
         org,
-        None,
+        Some(event),
         email::Email {
             kind: EmailKind::DeactivationNotice,
             to: to.clone(),

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Caller, OrgAccess, api_key},
+    domain::events::types,
     domain::{
         ids::{self, IdKind, new_id},
         money::Currency,
@@ -16,13 +17,15 @@ use crate::{
         text,
     },
     error::{Error, Result, Violations},
-    events::email,
+    events::{email, outbox},
     grpc::{Ctx, convert},
     proto,
     service::{
         audit, audit_request_id,
         billing::quotas::effective_limits,
-        commit_redacted, idempotency_key, replayed, settle,
+        commit_redacted, idempotency_key,
+        members::emit_invited,
+        replayed, settle,
         subscriptions::{limit_reached, organizations_count},
     },
     storage::{
@@ -257,6 +260,21 @@ async fn insert_org(
     .insert(&*tx)
     .await?;
     let principal = access.principal();
+    let request_id = audit_request_id(caller, key);
+    let org_id = ids::encode(IdKind::Organization, id);
+    outbox::emit(
+        &tx,
+        now,
+        &row,
+        types::ORGANIZATION_CREATED,
+        request_id,
+        json!({
+            "organization_id": org_id, "name": row.name, "slug": row.slug, "kind": row.kind,
+            "parent_id": row.parent_id.map(|p| ids::encode(IdKind::Organization, p)),
+            "currency": row.currency, "plan": row.plan,
+        }),
+    )
+    .await?;
     let mut response = proto::CreateOrganizationResponse {
         organization: Some(convert::organization(
             &ctx.settings.billing.catalogue,
@@ -284,7 +302,8 @@ async fn insert_org(
         }
         .insert(&*tx)
         .await?;
-        email::queue_invitation(&tx, now, &row, None, &invitation, &token).await?;
+        let event = emit_invited(&tx, now, &row, &invitation, request_id).await?;
+        email::queue_invitation(&tx, now, &row, Some(event), &invitation, &token).await?;
         response.owner_invitation = Some(convert::invitation(&invitation, now));
         response.owner_invitation_token = token;
     }
@@ -296,8 +315,8 @@ async fn insert_org(
             organization_id: id,
             action: "CreateOrganization",
             target_type: "organization",
-            target_id: ids::encode(IdKind::Organization, id),
-            request_id: audit_request_id(caller, key),
+            target_id: org_id,
+            request_id,
             summary: json!({
                 "name": row.name, "slug": row.slug, "kind": row.kind,
                 "parent_id": row.parent_id.map(|p| ids::encode(IdKind::Organization, p)),

@@ -11,10 +11,12 @@ use uuid::Uuid;
 use crate::{
     auth::Caller,
     domain::{
+        events::types,
         ids::{self, IdKind},
         org::OrgKind,
     },
     error::{Error, Result},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{
@@ -100,7 +102,8 @@ async fn delete_once(
             )
             .with("tenant_count", tenants));
         }
-        let deleted = soft_delete(&tx, &org, ctx.store.now()).await?;
+        let request_id = audit_request_id(caller, key);
+        let deleted = soft_delete(&tx, &org, ctx.store.now(), request_id).await?;
         audit(
             &tx,
             ctx,
@@ -110,7 +113,7 @@ async fn delete_once(
                 action: "DeleteOrganization",
                 target_type: "organization",
                 target_id: ids::encode(IdKind::Organization, org.id),
-                request_id: audit_request_id(caller, key),
+                request_id,
                 summary: json!({ "slug": org.slug, "soft_delete": true }),
             },
         )
@@ -138,11 +141,13 @@ pub(crate) async fn live_tenants(tx: &Tx, org_id: Uuid) -> Result<u64> {
 }
 
 /// Soft-deletes a locked organization (gone from reads and lists, its slug never
-/// reused, its financial records kept) and revokes its API keys; the caller audits.
+/// reused, its financial records kept), revokes its API keys and emits
+/// `organization.deleted`; the caller audits.
 pub(crate) async fn soft_delete(
     tx: &Tx,
     org: &organizations::Model,
     now: i64,
+    request_id: &str,
 ) -> Result<organizations::Model> {
     let mut row = org.clone().into_active_model();
     row.delete_time = Set(Some(now));
@@ -155,5 +160,18 @@ pub(crate) async fn soft_delete(
         .filter(api_keys::Column::RevokeTime.is_null())
         .exec(&**tx)
         .await?;
+    let data = json!({
+        "organization_id": ids::encode(IdKind::Organization, org.id),
+        "slug": org.slug,
+    });
+    outbox::emit(
+        tx,
+        now,
+        &deleted,
+        types::ORGANIZATION_DELETED,
+        request_id,
+        data,
+    )
+    .await?;
     Ok(deleted)
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::{
     auth::Caller,
     domain::{
+        events::types,
         ids::{self, IdKind, new_id},
         money::Currency,
         org::{MemberRole, OrgKind, OrgStatus, SpendAction},
@@ -15,6 +16,7 @@ use crate::{
         text,
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{
@@ -201,6 +203,22 @@ pub async fn register(
         }
         .insert(&*tx)
         .await?;
+        let request_id = audit_request_id(&caller, key.as_ref());
+        outbox::emit(
+            &tx,
+            now,
+            &row,
+            types::ORGANIZATION_CREATED,
+            request_id,
+            json!({
+                "organization_id": ids::encode(IdKind::Organization, id),
+                "name": row.name, "slug": row.slug, "kind": row.kind,
+                "parent_id": parent_id.map(|p| ids::encode(IdKind::Organization, p)),
+                "currency": row.currency, "plan": row.plan,
+                "owner_member_id": ids::encode(IdKind::Member, member.id),
+            }),
+        )
+        .await?;
         audit(
             &tx,
             &ctx,
@@ -210,7 +228,7 @@ pub async fn register(
                 action: "RegisterOrganization",
                 target_type: "organization",
                 target_id: ids::encode(IdKind::Organization, id),
-                request_id: audit_request_id(&caller, key.as_ref()),
+                request_id,
                 summary: json!({
                     "name": row.name, "slug": row.slug,
                     "parent_id": parent_id.map(|p| ids::encode(IdKind::Organization, p)),

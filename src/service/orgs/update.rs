@@ -8,11 +8,13 @@ use serde_json::json;
 use crate::{
     auth::Caller,
     domain::{
+        events::types,
         ids::{self, IdKind},
-        money::Currency,
+        money::{Currency, Money},
         text,
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{agent_count, audit, check_etag},
@@ -182,6 +184,16 @@ pub async fn update(
     row.update_time = Set(now);
     row.version = Set(locked.version + 1);
     let updated = save_versioned(&tx, row, current.id, locked.version).await?;
+    let data = event_data(&updated, currency, &changed);
+    outbox::emit(
+        &tx,
+        now,
+        &updated,
+        types::ORGANIZATION_UPDATED,
+        &caller.trace_id,
+        data,
+    )
+    .await?;
     audit(
         &tx,
         &ctx,
@@ -204,5 +216,38 @@ pub async fn update(
             &updated,
             count,
         )),
+    })
+}
+
+/// The organization.updated data: the changed fields with their new values, amounts as
+/// decimal strings with the currency.
+fn event_data(
+    updated: &crate::storage::entities::organizations::Model,
+    currency: Currency,
+    changed: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let amount = |micros: i64| Money::from_micros(currency, micros).amount_string();
+    let mut fields = changed.clone();
+    if fields.remove("billing_rate_micros").is_some() {
+        fields.insert(
+            "billing_rate_per_agent".into(),
+            json!({ "amount": amount(updated.billing_rate_micros), "currency": currency.code() }),
+        );
+    }
+    if let Some(limits) = fields
+        .get_mut("usage_limits")
+        .and_then(|l| l.as_object_mut())
+        && limits.remove("spend_limit_micros").is_some()
+    {
+        limits.insert(
+            "spend_limit".into(),
+            json!(updated.spend_limit_micros.map(amount)),
+        );
+        limits.insert("currency".into(), json!(currency.code()));
+    }
+    json!({
+        "organization_id": ids::encode(IdKind::Organization, updated.id),
+        "changed_fields": changed.keys().map(|k| if k == "billing_rate_micros" { "billing_rate_per_agent" } else { k.as_str() }).collect::<Vec<_>>(),
+        "changes": fields,
     })
 }

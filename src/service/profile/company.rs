@@ -6,10 +6,12 @@ use serde_json::{Map, Value, json};
 use crate::{
     auth::Caller,
     domain::{
+        events::types,
         ids::{self, IdKind},
         text,
     },
     error::{Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{audit, check_etag, orgs::save_versioned},
@@ -151,6 +153,20 @@ pub async fn update_profile(
     row.version = Set(current.version + 1);
     let tx = ctx.store.write().await?;
     let updated = save_versioned(&tx, row, current.id, current.version).await?;
+    let data = json!({
+        "organization_id": ids::encode(IdKind::Organization, current.id),
+        "changed_fields": changed.keys().collect::<Vec<_>>(),
+        "changes": changed,
+    });
+    outbox::emit(
+        &tx,
+        now,
+        &updated,
+        types::ORGANIZATION_UPDATED,
+        &caller.trace_id,
+        data,
+    )
+    .await?;
     audit(
         &tx,
         &ctx,

@@ -6,10 +6,12 @@ use serde_json::json;
 use crate::{
     auth::Caller,
     domain::{
+        events::types,
         ids::{self, IdKind},
         text,
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::audit,
@@ -66,6 +68,20 @@ pub async fn update_owner(
         .one(&*tx)
         .await?
         .ok_or_else(|| Error::not_found("organization", &req.organization_id))?;
+    let data = json!({
+        "organization_id": ids::encode(IdKind::Organization, org.id),
+        "changed_fields": ["owner_name"],
+        "changes": { "owner_name": name },
+    });
+    outbox::emit(
+        &tx,
+        now,
+        &updated,
+        types::ORGANIZATION_UPDATED,
+        &caller.trace_id,
+        data,
+    )
+    .await?;
     audit(
         &tx,
         &ctx,

@@ -30,11 +30,13 @@ use crate::{
     domain::{
         billing::{date_start, parse_date},
         clock::from_micros,
+        events::types,
         ids::{self, IdKind},
         org::{OrgKind, OrgStatus},
         text,
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{
@@ -51,7 +53,7 @@ use crate::{
     },
 };
 
-use super::{end, lock_current};
+use super::{end, events, lock_current};
 
 /// Longest cancellation or reactivation reason.
 const MAX_REASON_LEN: usize = 500;
@@ -152,14 +154,32 @@ pub async fn cancel_account(
         row.version = Set(org.version + 1);
         let mut cancelled = orgs::save_versioned(&tx, row, org.id, org.version).await?;
         let suspended = orgs::activation::suspend_agents(&tx, org.id, now).await?;
+        let request_id = audit_request_id(&caller, key.as_ref());
         let ended = match lock_current(&tx, org.id).await? {
             Some(sub) => {
                 let (after, sub) = end(&tx, &cancelled, &sub, &reason, now).await?;
                 cancelled = after;
+                events::changed(&tx, now, &cancelled, &sub, "canceled", request_id).await?;
                 Some(ids::encode(IdKind::Subscription, sub.id))
             }
             None => None,
         };
+        let data = json!({
+            "organization_id": ids::encode(IdKind::Organization, org.id),
+            "reason": reason,
+            "delete_data_on": req.delete_data_on,
+            "suspended_agents": suspended,
+            "ended_subscription_id": ended,
+        });
+        outbox::emit(
+            &tx,
+            now,
+            &cancelled,
+            types::ACCOUNT_CANCELED,
+            request_id,
+            data,
+        )
+        .await?;
         audit(
             &tx,
             &ctx,
@@ -169,7 +189,7 @@ pub async fn cancel_account(
                 action: "CancelAccount",
                 target_type: "organization",
                 target_id: ids::encode(IdKind::Organization, org.id),
-                request_id: audit_request_id(&caller, key.as_ref()),
+                request_id,
                 summary: json!({
                     "status": OrgStatus::Cancelled.as_str(),
                     "previous_status": org.status,
@@ -224,6 +244,20 @@ pub async fn reactivate_account(
     row.version = Set(org.version + 1);
     let active = orgs::save_versioned(&tx, row, org.id, org.version).await?;
     let restored = orgs::activation::restore_agents(&tx, org.id, now).await?;
+    let data = json!({
+        "organization_id": ids::encode(IdKind::Organization, org.id),
+        "reason": reason,
+        "restored_agents": restored,
+    });
+    outbox::emit(
+        &tx,
+        now,
+        &active,
+        types::ACCOUNT_REACTIVATED,
+        &caller.trace_id,
+        data,
+    )
+    .await?;
     audit(
         &tx,
         &ctx,
@@ -314,7 +348,7 @@ async fn delete_account(ctx: &Ctx, principal: &Principal, org_id: Uuid, at: i64)
     );
     let root = orgs::root_org(&*tx).await?;
     let moved = return_agents_to_root(ctx, &tx, principal, &org, &root, &request_id).await?;
-    orgs::soft_delete(&tx, &org, now).await?;
+    orgs::soft_delete(&tx, &org, now, &request_id).await?;
     audit(
         &tx,
         ctx,

@@ -47,7 +47,9 @@ use crate::{
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 
-use super::{end, interval_of, lock_current, no_subscription, save, set_plan, status_of, to_proto};
+use super::{
+    end, events, interval_of, lock_current, no_subscription, save, set_plan, status_of, to_proto,
+};
 
 /// Longest trial.
 const MAX_TRIAL_DAYS: u32 = 90;
@@ -259,7 +261,8 @@ pub async fn create_subscription(
         }
         .insert(&*tx)
         .await?;
-        set_plan(&tx, &org, &plan.id, now).await?;
+        let org = set_plan(&tx, &org, &plan.id, now).await?;
+        events::changed(&tx, now, &org, &row, "created", &request_id).await?;
         audit(
             &tx,
             &ctx,
@@ -333,6 +336,12 @@ pub async fn cancel_subscription(
         };
         save(&tx, &sub, change, now).await?
     };
+    let change = if req.immediately {
+        "canceled"
+    } else {
+        "cancel_scheduled"
+    };
+    events::changed(&tx, now, &org, &saved, change, &caller.trace_id).await?;
     audit(
         &tx,
         &ctx,
@@ -395,6 +404,7 @@ pub async fn resume_subscription(
         ..Default::default()
     };
     let saved = save(&tx, &sub, change, now).await?;
+    events::changed(&tx, now, &org, &saved, "resumed", &caller.trace_id).await?;
     audit(
         &tx,
         &ctx,
@@ -532,6 +542,7 @@ pub async fn admin_update_subscription(
             }
         };
         let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
+        events::changed(&tx, now, &org, &saved, "admin_updated", &request_id).await?;
         audit(
             &tx,
             &ctx,

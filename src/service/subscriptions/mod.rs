@@ -17,6 +17,7 @@ pub mod addons;
 pub mod agreements;
 pub mod change;
 pub mod cycle;
+pub mod events;
 pub mod features;
 pub mod lifecycle;
 pub mod plans;

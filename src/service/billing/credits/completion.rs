@@ -18,10 +18,12 @@ use crate::{
     auth::Principal,
     domain::{
         billing::TxnStatus,
+        events::types,
         ids::{self, IdKind},
         money::{Currency, Money},
     },
     error::{Error, Result},
+    events::outbox,
     grpc::Ctx,
     payments::{Intent, IntentState},
     service::{audit, commit},
@@ -171,6 +173,22 @@ pub async fn complete<R: prost::Message + Default>(
     if let Some(row) = &settled {
         let currency = row.currency.parse().unwrap_or(Currency::Usd);
         let shown = |m| Money::from_micros(currency, m).amount_string();
+        let event_type = if completion.newly_credited {
+            types::PAYMENT_SUCCEEDED
+        } else {
+            types::PAYMENT_FAILED
+        };
+        let data = json!({
+            "organization_id": ids::encode(IdKind::Organization, row.organization_id),
+            "purpose": "credits",
+            "transaction_id": ids::encode(IdKind::Transaction, row.id),
+            "amount": shown(row.amount_micros),
+            "currency": row.currency,
+            "gateway": row.gateway,
+            "payment_intent_id": intent.id,
+            "failure_reason": row.failure_reason,
+        });
+        outbox::emit(&tx, now, &org, event_type, by.request_id, data).await?;
         audit(
             &tx,
             ctx,

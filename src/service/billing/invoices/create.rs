@@ -170,7 +170,7 @@ pub async fn create_invoice(
             memo,
             due_time,
         };
-        let issued = issue::issue(&tx, &ctx, &mut account, draft, now).await?;
+        let issued = issue::issue(&tx, &ctx, &mut account, draft, &request_id, now).await?;
         let mut invoice = issued.invoice;
         let mut transaction = None;
         if req.pay_from_credits && pay::can_pay_from_credits(&ctx, &account, &invoice) {

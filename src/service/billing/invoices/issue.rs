@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         billing::{InvoiceStatus, LineKind, round_to_minor},
+        events::types,
         ids::new_id,
         money::{Currency, MAX_AMOUNT_UNITS, MICROS_PER_UNIT},
     },
@@ -117,12 +118,14 @@ fn price(lines: &[NewLine], currency: Currency) -> Result<(Vec<i64>, i64)> {
 /// next number of the organization's sequence, prices the lines, and stores it OPEN
 /// (PAID at once when the total is zero). The currency is the account's, the one its
 /// payment will be debited in. Fails INVALID_ARGUMENT on no lines, a quantity below 1,
-/// amounts out of bounds or a negative total, writing nothing.
+/// amounts out of bounds or a negative total, writing nothing. Emits `invoice.issued`
+/// (and `invoice.paid` for a zero total) with `request_id`.
 pub async fn issue(
     tx: &Tx,
     ctx: &Ctx,
     account: &mut billing_accounts::Model,
     draft: NewInvoice,
+    request_id: &str,
     now: i64,
 ) -> Result<Issued> {
     let currency = account.currency.parse().unwrap_or(Currency::Usd);
@@ -185,5 +188,9 @@ pub async fn issue(
     invoice_lines::Entity::insert_many(lines.iter().cloned().map(invoice_lines::ActiveModel::from))
         .exec(&**tx)
         .await?;
+    super::events::emit(tx, now, &invoice, types::INVOICE_ISSUED, request_id).await?;
+    if paid {
+        super::events::emit(tx, now, &invoice, types::INVOICE_PAID, request_id).await?;
+    }
     Ok(Issued { invoice, lines })
 }

@@ -19,6 +19,7 @@
 
 mod convert;
 mod create;
+mod events;
 mod issue;
 mod list;
 mod pay;

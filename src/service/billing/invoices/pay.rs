@@ -7,6 +7,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use crate::{
     domain::{
         billing::{InvoiceStatus, TxnKind},
+        events::types,
         money::{Currency, Money},
     },
     error::{Error, Result},
@@ -49,7 +50,7 @@ pub fn can_pay_from_credits(
 
 /// Pays an OPEN invoice (read under [`super::lock`] after the account lock) from the
 /// locked account: posts an INVOICE_PAYMENT entry of minus the amount due and marks the
-/// invoice PAID. Fails `INVOICE_NOT_OPEN` for any other status and
+/// invoice PAID (emitting `invoice.paid`). Fails `INVOICE_NOT_OPEN` for any other status and
 /// `INSUFFICIENT_CREDITS` when the balance does not cover it, writing nothing.
 pub async fn pay_from_credits(
     tx: &Tx,
@@ -94,6 +95,7 @@ pub async fn pay_from_credits(
         ..Default::default()
     };
     let invoice = save(tx, invoice, change, now).await?;
+    super::events::emit(tx, now, &invoice, types::INVOICE_PAID, request_id).await?;
     Ok(Paid {
         invoice,
         transaction,
@@ -131,7 +133,7 @@ pub async fn issue_and_collect(
     request_id: &str,
     now: i64,
 ) -> Result<(super::Issued, bool)> {
-    let issued = super::issue(tx, ctx, account, draft, now).await?;
+    let issued = super::issue(tx, ctx, account, draft, request_id, now).await?;
     let (invoice, paid) =
         collect_if_covered(tx, ctx, account, issued.invoice, author, request_id, now).await?;
     Ok((

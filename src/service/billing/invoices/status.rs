@@ -77,6 +77,9 @@ pub async fn pay_invoice(
             }
             _ => None,
         };
+        if let Some(sub) = &reactivated {
+            subscriptions::events::changed(&tx, now, &org, sub, "recovered", &request_id).await?;
+        }
         let money = |m| shown(&invoice.currency, m);
         audit(
             &tx,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::OrgAccess,
-    domain::events::EmailKind,
+    domain::events::{EmailKind, types},
     domain::{
         billing::{Metric, Month},
         ids::{self, IdKind, new_id},
@@ -19,7 +19,7 @@ use crate::{
         org::{AgentStatus, OrgStatus},
     },
     error::{Error, Result},
-    events::email,
+    events::{email, outbox},
     grpc::{Ctx, convert},
     service::{audit, billing::quotas::effective_limits, subscriptions::limit_reached},
     storage::{
@@ -429,6 +429,7 @@ async fn queue_spend_alert(
     tx: &Tx,
     now: i64,
     org: &organizations::Model,
+    event: Uuid,
     c: &Crossing,
 ) -> Result<()> {
     let mut to: Vec<String> = serde_json::from_str(&org.alert_emails).unwrap_or_default();
@@ -442,7 +443,7 @@ async fn queue_spend_alert(
             tx,
             now,
             org,
-            None,
+            Some(event),
             email::Email {
                 kind: EmailKind::BillingAlert,
                 to: address,
@@ -498,7 +499,25 @@ async fn record_crossings(
             threshold = c.threshold,
             "spend threshold crossed"
         );
-        queue_spend_alert(tx, now, org, c).await?;
+        let show = |m| Money::from_micros(currency, m).amount_string();
+        let data = json!({
+            "organization_id": ids::encode(IdKind::Organization, org.id),
+            "month": c.month.to_string(),
+            "threshold": c.threshold,
+            "month_to_date_cost": show(c.mtd),
+            "monthly_spend_limit": show(c.limit),
+            "currency": currency.code(),
+        });
+        let event = outbox::emit(
+            tx,
+            now,
+            org,
+            types::USAGE_THRESHOLD_CROSSED,
+            "",
+            data.clone(),
+        )
+        .await?;
+        queue_spend_alert(tx, now, org, event, c).await?;
         audit(
             tx,
             ctx,
@@ -509,13 +528,7 @@ async fn record_crossings(
                 target_type: "organization",
                 target_id: ids::encode(IdKind::Organization, org.id),
                 request_id: "",
-                summary: json!({
-                    "month": c.month.to_string(),
-                    "threshold": c.threshold,
-                    "month_to_date_cost": Money::from_micros(currency, c.mtd).amount_string(),
-                    "monthly_spend_limit": Money::from_micros(currency, c.limit).amount_string(),
-                    "currency": currency.code(),
-                }),
+                summary: data,
             },
         )
         .await?;

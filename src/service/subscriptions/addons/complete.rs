@@ -15,11 +15,13 @@ use uuid::Uuid;
 use crate::{
     auth::Caller,
     domain::{
+        events::types,
         ids::{self, IdKind},
         money::{Currency, Money},
         subscription::{PaymentSource, PurchaseStatus},
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::Ctx,
     payments::{Intent, IntentState},
     proto,
@@ -80,6 +82,23 @@ fn mismatch(row: &service_purchases::Model, intent: &Intent) -> Option<Error> {
     None
 }
 
+/// The data of the `payment.succeeded` / `payment.failed` event of an add-on purchase.
+pub(super) fn payment_data(row: &service_purchases::Model) -> serde_json::Value {
+    let currency = row.currency.parse().unwrap_or(Currency::Usd);
+    json!({
+        "organization_id": ids::encode(IdKind::Organization, row.organization_id),
+        "purpose": "service_purchase",
+        "purchase_id": ids::encode(IdKind::ServicePurchase, row.id),
+        "service_id": row.service_id,
+        "amount": Money::from_micros(currency, row.amount_micros).amount_string(),
+        "currency": row.currency,
+        "payment_source": row.payment_source,
+        "gateway": row.gateway,
+        "payment_intent_id": row.payment_intent_id,
+        "failure_reason": row.failure_reason,
+    })
+}
+
 /// The status a PENDING purchase moves to for `state`, with the failure reason.
 fn next_status(state: &IntentState) -> Option<(PurchaseStatus, &str)> {
     match state {
@@ -107,7 +126,7 @@ pub async fn complete_with_intent<R: prost::Message + Default>(
         return Ok(done);
     }
     let found = reload(&tx, purchase_id).await?;
-    lock_org(&tx, found.organization_id)
+    let org = lock_org(&tx, found.organization_id)
         .await?
         .ok_or_else(|| Error::Internal("a service purchase without its organization".into()))?;
     let now = ctx.store.now();
@@ -161,6 +180,20 @@ pub async fn complete_with_intent<R: prost::Message + Default>(
     }
     let row = reload(&tx, purchase_id).await?;
     let currency = row.currency.parse().unwrap_or(Currency::Usd);
+    let event_type = if status == PurchaseStatus::Active {
+        types::PAYMENT_SUCCEEDED
+    } else {
+        types::PAYMENT_FAILED
+    };
+    outbox::emit(
+        &tx,
+        now,
+        &org,
+        event_type,
+        by.request_id,
+        payment_data(&row),
+    )
+    .await?;
     audit(
         &tx,
         ctx,

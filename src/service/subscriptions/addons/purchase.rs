@@ -10,12 +10,14 @@ use crate::{
     auth::{Caller, Principal},
     domain::{
         billing::TxnKind,
+        events::types,
         ids::{self, IdKind, new_id},
         money::{Currency, Money},
         plans::Addon,
         subscription::{PaymentSource, PurchaseStatus},
     },
     error::{Error, Result, Violations},
+    events::outbox,
     grpc::{Ctx, convert},
     payments::{CreateIntent, Intent, PaymentGateway},
     proto,
@@ -254,6 +256,16 @@ async fn from_credits(ctx: &Ctx, order: &Order<'_>) -> Result<proto::PurchaseSer
     row.transaction_id = Set(Some(entry.id));
     row.activate_time = Set(Some(now));
     let row = row.insert(&*tx).await?;
+    let data = super::complete::payment_data(&row);
+    outbox::emit(
+        &tx,
+        now,
+        &org,
+        types::PAYMENT_SUCCEEDED,
+        &order.request_id,
+        data,
+    )
+    .await?;
     order.audit(ctx, &tx, &row).await?;
     let response = proto::PurchaseServiceResponse {
         purchase: Some(to_proto(&row)),

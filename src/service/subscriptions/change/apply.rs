@@ -24,7 +24,9 @@ use crate::{
         check_etag, commit, idempotency_key,
         orgs::lock_live,
         replayed, settle,
-        subscriptions::{exceeded, lock_current, no_subscription, save, set_plan, to_proto, usage},
+        subscriptions::{
+            events, exceeded, lock_current, no_subscription, save, set_plan, to_proto, usage,
+        },
     },
     storage::{
         Tx,
@@ -106,6 +108,12 @@ pub async fn change_plan(
             }
         }
         let saved = save(&tx, &sub, change, now).await?;
+        let what = match c.effect {
+            Effect::Immediate { .. } => "plan_changed",
+            Effect::Scheduled => "plan_change_scheduled",
+            Effect::Unscheduled => "scheduled_change_dropped",
+        };
+        events::changed(&tx, now, &org, &saved, what, &request_id).await?;
         audit(
             &tx,
             &ctx,

@@ -31,6 +31,7 @@ use crate::{
         audit,
         billing::invoices::NewLine,
         subscriptions::{
+            events,
             lifecycle::{period_description, price_for},
             save, set_plan,
         },
@@ -304,7 +305,8 @@ fn next_terms(
     terms
 }
 
-/// Writes the RenewSubscription audit entry of a closed period.
+/// Writes the RenewSubscription audit entry of a closed period and emits
+/// `subscription.changed` (`renewed`, or `canceled` at the period end).
 async fn finish(
     run: &Run<'_>,
     tx: &Tx,
@@ -326,6 +328,13 @@ async fn finish(
         }),
         None => serde_json::Value::Null,
     };
+    let change = if saved.status == SubStatus::Canceled.as_str() {
+        "canceled"
+    } else {
+        "renewed"
+    };
+    let now = run.ctx.store.now();
+    events::changed(tx, now, org, saved, change, run.request_id).await?;
     audit(
         tx,
         run.ctx,

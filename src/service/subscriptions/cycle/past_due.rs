@@ -19,7 +19,10 @@ use crate::{
     },
     error::Result,
     grpc::Ctx,
-    service::{audit, subscriptions::save},
+    service::{
+        audit,
+        subscriptions::{events, save},
+    },
     storage::{
         Tx,
         audit::AuditRecord,
@@ -170,7 +173,8 @@ async fn mark(run: &Run<'_>, sub_id: Uuid, org_id: Uuid, cutoff: i64) -> Result<
         status: sea_orm::ActiveValue::Set(SubStatus::PastDue.as_str().to_owned()),
         ..Default::default()
     };
-    save(&tx, &sub, change, now).await?;
+    let saved = save(&tx, &sub, change, now).await?;
+    events::changed(&tx, now, &org, &saved, "past_due", run.request_id).await?;
     audit(
         &tx,
         ctx,
@@ -215,7 +219,8 @@ async fn settle(run: &Run<'_>, sub_id: Uuid, org_id: Uuid, cutoff: i64) -> Resul
         status: sea_orm::ActiveValue::Set(SubStatus::Active.as_str().to_owned()),
         ..Default::default()
     };
-    save(&tx, &sub, change, now).await?;
+    let saved = save(&tx, &sub, change, now).await?;
+    events::changed(&tx, now, &org, &saved, "recovered", run.request_id).await?;
     audit(
         &tx,
         ctx,
