@@ -14,13 +14,13 @@ mod validation;
 
 pub use activation::{deactivate, reactivate, set_active, toggle_active};
 pub use api_keys::regenerate_api_key;
-#[allow(unused_imports)] // for tenant transfers (in progress)
 pub(crate) use create::check_agency_room;
 pub use create::create;
 pub use delete::delete;
 pub(crate) use delete::{live_tenants, soft_delete};
 pub use read::{escape_like, get, list};
 pub use register::register;
+pub(crate) use slugs::lock_slug_allocation;
 pub use slugs::{check_name, check_slug};
 pub use update::update;
 pub(crate) use validation::parse_alerts;
