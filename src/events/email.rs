@@ -1,15 +1,31 @@
 //! Notification emails: queued in the transaction of their change, sent over SMTP by
 //! the dispatcher (or written to the log when no SMTP server is configured).
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, stream};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, header::ContentType},
+};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
 use uuid::Uuid;
 
 use crate::{
+    config::Secret,
     domain::{
-        events::{DeliveryStatus, EmailKind},
-        ids::new_id,
+        events::{DeliveryStatus, EmailKind, retry_delay_micros},
+        ids::{self, IdKind, new_id},
     },
-    error::Result,
+    error::{Error, Result},
+    events::webhooks::{lease_micros, micros, unleased},
     grpc::Ctx,
     storage::{
         Tx,
@@ -106,8 +122,221 @@ pub async fn queue_invitation(
     .await
 }
 
+/// Emails handled at the same time.
+const CONCURRENCY: usize = 4;
+/// Most emails one round handles (the next round takes the rest).
+const ROUND_LIMIT: u64 = 200;
+/// Longest `last_error` kept.
+const MAX_ERROR_LEN: usize = 300;
+
+type Transport = AsyncSmtpTransport<Tokio1Executor>;
+/// A transport's cache key: the SMTP URL's bytes and the timeout.
+type TransportKey = (Vec<u8>, Duration);
+
+/// SMTP transports by URL and timeout, built once (servers in one process — tests —
+/// may use different ones).
+static TRANSPORTS: LazyLock<Mutex<HashMap<TransportKey, Transport>>> =
+    LazyLock::new(Mutex::default);
+
+/// The transport for the configured SMTP URL (lettre syntax: `smtp://host:port`,
+/// `smtp://user:pass@host:587?tls=required`, `smtps://…`).
+fn transport(url: &Secret, timeout: Duration) -> Result<Transport> {
+    let key = (url.expose().to_vec(), timeout);
+    let mut cache = TRANSPORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(transport) = cache.get(&key) {
+        return Ok(transport.clone());
+    }
+    let text = std::str::from_utf8(url.expose())
+        .map_err(|_| Error::Internal("the SMTP URL is not UTF-8".into()))?;
+    // lettre's URL errors name the scheme or the problem, never the credentials.
+    let transport = Transport::from_url(text)
+        .map_err(|e| Error::Internal(format!("the SMTP URL is not usable: {e}")))?
+        .timeout(Some(timeout))
+        .build();
+    cache.insert(key, transport.clone());
+    Ok(transport)
+}
+
 /// Sends (or logs) the due emails. Returns how many were handled.
+///
+/// Each email is claimed by a conditional update (a lease), so dispatchers on several
+/// replicas never send one at the same time. Without an SMTP server the email is
+/// written to the log (kind, recipient, subject — never the body) and marked `LOGGED`.
+/// A sent or logged email's body is cleared, since an invitation's holds its token;
+/// failures are retried with backoff like webhooks and end `DEAD` (body cleared too).
 pub async fn deliver_due(ctx: &Ctx) -> Result<usize> {
-    let _ = ctx;
-    Ok(0)
+    let now = ctx.store.now();
+    let due: Vec<Uuid> = email_messages::Entity::find()
+        .select_only()
+        .column(email_messages::Column::Id)
+        .filter(email_messages::Column::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(email_messages::Column::NextAttemptTime.lte(now))
+        .filter(unleased(email_messages::Column::LeaseUntil, now))
+        .order_by_asc(email_messages::Column::NextAttemptTime)
+        .order_by_asc(email_messages::Column::Id)
+        .limit(ROUND_LIMIT)
+        .into_tuple()
+        .all(ctx.store.db())
+        .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let settings = &ctx.settings.events;
+    let smtp = match &settings.smtp_url {
+        Some(url) => {
+            let from: Mailbox = settings
+                .smtp_from
+                .parse()
+                .map_err(|e| Error::Internal(format!("--smtp-from is not a valid mailbox: {e}")))?;
+            Some((transport(url, settings.webhook_timeout)?, from))
+        }
+        None => None,
+    };
+    let outcomes: Vec<Result<bool>> = stream::iter(due)
+        .map(|id| attempt(ctx, smtp.as_ref(), id))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut handled = 0;
+    for outcome in outcomes {
+        match outcome {
+            Ok(true) => handled += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "an email failed to be recorded"),
+        }
+    }
+    Ok(handled)
+}
+
+/// What handling one email came to.
+enum Outcome {
+    Sent,
+    Logged,
+    Failed(String),
+}
+
+/// Claims, sends (or logs) and records one email. False when another dispatcher had it.
+async fn attempt(ctx: &Ctx, smtp: Option<&(Transport, Mailbox)>, id: Uuid) -> Result<bool> {
+    use email_messages::Column as M;
+    let now = ctx.store.now();
+    let lease_until = now.saturating_add(lease_micros(ctx.settings.events.webhook_timeout));
+    let tx = ctx.store.write().await?;
+    let claimed = email_messages::Entity::update_many()
+        .col_expr(M::LeaseUntil, Expr::value(lease_until))
+        .filter(M::Id.eq(id))
+        .filter(M::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(M::NextAttemptTime.lte(now))
+        .filter(unleased(M::LeaseUntil, now))
+        .exec(&*tx)
+        .await?
+        .rows_affected;
+    tx.commit().await?;
+    if claimed != 1 {
+        return Ok(false);
+    }
+    let Some(row) = email_messages::Entity::find_by_id(id)
+        .one(ctx.store.db())
+        .await?
+    else {
+        return Ok(false);
+    };
+    let outcome = match smtp {
+        None => {
+            tracing::info!(
+                email_id = %ids::encode(IdKind::Email, row.id),
+                kind = %row.kind,
+                to = %row.to_address,
+                subject = %row.subject,
+                "no SMTP server configured: email logged, not sent"
+            );
+            Outcome::Logged
+        }
+        Some((transport, from)) => send(transport, from, &row).await,
+    };
+    record(ctx, &row, lease_until, outcome).await?;
+    Ok(true)
+}
+
+/// Sends `row` as a plain-text message.
+async fn send(transport: &Transport, from: &Mailbox, row: &email_messages::Model) -> Outcome {
+    let to: Mailbox = match row.to_address.parse() {
+        Ok(to) => to,
+        Err(e) => return Outcome::Failed(format!("bad recipient address: {e}")),
+    };
+    let message = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(row.subject.as_str())
+        .header(ContentType::TEXT_PLAIN)
+        .body(row.body.clone());
+    let message = match message {
+        Ok(message) => message,
+        Err(e) => return Outcome::Failed(format!("building the message failed: {e}")),
+    };
+    match transport.send(message).await {
+        Ok(_) => Outcome::Sent,
+        Err(e) => Outcome::Failed(e.to_string().chars().take(MAX_ERROR_LEN).collect()),
+    }
+}
+
+/// Writes the outcome, if this dispatcher's claim still holds.
+async fn record(
+    ctx: &Ctx,
+    row: &email_messages::Model,
+    lease_until: i64,
+    outcome: Outcome,
+) -> Result<()> {
+    use email_messages::Column as M;
+    let now = ctx.store.now();
+    let settings = &ctx.settings.events;
+    let attempts = row.attempts.saturating_add(1);
+    let update = email_messages::Entity::update_many()
+        .col_expr(M::LeaseUntil, Expr::value(Option::<i64>::None))
+        .col_expr(M::UpdateTime, Expr::value(now))
+        .col_expr(M::Attempts, Expr::value(attempts))
+        .filter(M::Id.eq(row.id))
+        .filter(M::Status.eq(DeliveryStatus::Pending.as_str()))
+        .filter(M::LeaseUntil.eq(lease_until));
+    let done = |update: sea_orm::UpdateMany<email_messages::Entity>, status: DeliveryStatus| {
+        update
+            .col_expr(M::Status, Expr::value(status.as_str()))
+            .col_expr(M::Body, Expr::value(""))
+            .col_expr(M::LastError, Expr::value(""))
+            .col_expr(M::SendTime, Expr::value(Some(now)))
+    };
+    let update = match outcome {
+        Outcome::Sent => done(update, DeliveryStatus::Delivered),
+        Outcome::Logged => done(update, DeliveryStatus::Logged),
+        Outcome::Failed(error) => {
+            let update = update.col_expr(M::LastError, Expr::value(error.clone()));
+            if attempts >= i64::from(settings.max_attempts) {
+                tracing::warn!(
+                    email_id = %ids::encode(IdKind::Email, row.id),
+                    kind = %row.kind,
+                    attempts,
+                    error = %error,
+                    "email dead-lettered after its last attempt"
+                );
+                update
+                    .col_expr(M::Status, Expr::value(DeliveryStatus::Dead.as_str()))
+                    .col_expr(M::Body, Expr::value(""))
+            } else {
+                let failures = u32::try_from(attempts).unwrap_or(u32::MAX);
+                let delay = retry_delay_micros(micros(settings.retry_base), failures);
+                tracing::info!(
+                    email_id = %ids::encode(IdKind::Email, row.id),
+                    attempts,
+                    error = %error,
+                    retry_in_ms = delay / 1_000,
+                    "sending an email failed; retrying"
+                );
+                update.col_expr(M::NextAttemptTime, Expr::value(now.saturating_add(delay)))
+            }
+        }
+    };
+    let tx = ctx.store.write().await?;
+    update.exec(&*tx).await?;
+    tx.commit().await
 }
