@@ -54,9 +54,6 @@ pub enum Error {
     /// Credentials fine, action or tenant not allowed.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    /// The capability has not been built yet.
-    #[error("{0} is not implemented yet")]
-    Unimplemented(&'static str),
     /// A database failure.
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -134,7 +131,6 @@ impl Error {
             Error::Rejected { reason, .. } => reason,
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::PermissionDenied(_) => "PERMISSION_DENIED",
-            Error::Unimplemented(_) => "UNIMPLEMENTED",
             Error::Database(_) | Error::Internal(_) => "INTERNAL",
         }
     }
@@ -177,12 +173,6 @@ impl From<Error> for Status {
             } => (code, message, metadata, Vec::new()),
             Error::Unauthenticated(m) => (Code::Unauthenticated, m, Vec::new(), Vec::new()),
             Error::PermissionDenied(m) => (Code::PermissionDenied, m, Vec::new(), Vec::new()),
-            Error::Unimplemented(what) => (
-                Code::Unimplemented,
-                format!("{what} is not implemented yet"),
-                Vec::new(),
-                Vec::new(),
-            ),
             Error::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 if matches!(e, sea_orm::DbErr::ConnectionAcquire(_)) {

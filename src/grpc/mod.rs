@@ -11,13 +11,7 @@ use std::{future::Future, sync::Arc};
 
 use tonic::{Request, Response, Status};
 
-use crate::{
-    auth::Caller,
-    config::Settings,
-    error::{Error, Result},
-    payments::Payments,
-    storage::Store,
-};
+use crate::{auth::Caller, config::Settings, error::Result, payments::Payments, storage::Store};
 
 /// What every handler needs: the store and the settings.
 #[derive(Debug, Clone)]
@@ -54,26 +48,6 @@ where
         .await
         .map(Response::new)
         .map_err(Status::from)
-}
-
-/// The answer of an RPC whose capability is not built yet: the caller is still checked
-/// against every organization the request names (empty names are skipped for
-/// operators, who may leave them empty to mean "all"), then `UNIMPLEMENTED`.
-pub async fn pending<T>(
-    ctx: &Ctx,
-    caller: &Caller,
-    targets: &[(&str, &str)],
-    capability: &'static str,
-) -> Result<T> {
-    if caller.rule.targeted {
-        for (field, value) in targets {
-            if value.is_empty() && caller.is_operator() {
-                continue;
-            }
-            caller.authorize(&ctx.store, field, value).await?;
-        }
-    }
-    Err(Error::Unimplemented(capability))
 }
 
 /// Implements RPCs by delegating to use cases through [`serve`] (written in

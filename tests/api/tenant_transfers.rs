@@ -42,6 +42,7 @@ on_both_backends!(
     concurrent_accept_and_cancel_have_one_winner,
     a_full_target_agency_refuses_the_tenant,
     lists_follow_direction_status_filter_and_pages,
+    deleting_the_tenant_cancels_its_pending_transfer,
 );
 
 fn new_request_id() -> String {
@@ -1055,5 +1056,37 @@ async fn lists_follow_direction_status_filter_and_pages(backend: Backend) {
         .expect_err("bad filter and order");
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(violations(&refused), ["order_by", "filter"]);
+    app.stop().await;
+}
+
+async fn deleting_the_tenant_cancels_its_pending_transfer(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (_a, b, t) = world(&app).await;
+    let transfer = request(&app, &app.token("CONFIG_ADMIN", &t.id), &t.id, &b.id).await;
+    app.orgs()
+        .delete_organization(authed(
+            proto::DeleteOrganizationRequest {
+                organization_id: t.id.clone(),
+                request_id: new_request_id(),
+                ..Default::default()
+            },
+            &app.root(),
+        ))
+        .await
+        .expect("delete the tenant");
+    let row = transfer_row(&app, &transfer.id).await;
+    assert_eq!(row.status, "CANCELED");
+    assert_eq!(row.decision_note, "the organization was deleted");
+    assert!(row.decide_time.is_some());
+    let refused = accept(&app, &app.token("AGENCY_ADMIN", &b.id), &t.id, &transfer.id).await;
+    assert!(
+        matches!(
+            refused.as_ref().map_err(Status::code),
+            Err(Code::PermissionDenied | Code::NotFound)
+        ),
+        "a deleted tenant's transfer cannot be accepted: {refused:?}"
+    );
     app.stop().await;
 }

@@ -159,6 +159,12 @@ impl Relocation<'_> {
         } = self;
         let result = async {
             let tx = ctx.store.write().await?;
+            // The target organization first, then the agent: the order asset transfers
+            // take them in (organizations, then their agents), so the two cannot
+            // deadlock on PostgreSQL.
+            if target.kind != "ROOT" {
+                lock_live(&tx, &target).await?;
+            }
             // Lock before looking for an earlier result: a concurrent twin holding the
             // lock has committed its result by the time the lock is ours.
             lock_agent(&tx, &agent).await?;

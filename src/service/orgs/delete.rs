@@ -2,8 +2,8 @@
 //! revoking its API keys, idempotent across concurrent retries.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, ExprTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     auth::Caller,
     domain::{
-        events::types,
+        events::{TenantTransferStatus, types},
         ids::{self, IdKind},
         org::OrgKind,
     },
@@ -25,7 +25,7 @@ use crate::{
     storage::{
         Tx,
         audit::AuditRecord,
-        entities::{api_keys, organizations},
+        entities::{api_keys, organizations, tenant_transfers},
     },
 };
 
@@ -160,9 +160,36 @@ pub(crate) async fn soft_delete(
         .filter(api_keys::Column::RevokeTime.is_null())
         .exec(&**tx)
         .await?;
+    // Pending tenant transfers of the organization (as the tenant or as the target
+    // agency) cannot complete any more: they end CANCELED with the reason.
+    let canceled_transfers = tenant_transfers::Entity::update_many()
+        .col_expr(
+            tenant_transfers::Column::Status,
+            Expr::value(TenantTransferStatus::Canceled.as_str()),
+        )
+        .col_expr(
+            tenant_transfers::Column::DecisionNote,
+            Expr::value("the organization was deleted"),
+        )
+        .col_expr(tenant_transfers::Column::DecideTime, Expr::value(now))
+        .col_expr(tenant_transfers::Column::UpdateTime, Expr::value(now))
+        .col_expr(
+            tenant_transfers::Column::Version,
+            Expr::col(tenant_transfers::Column::Version).add(1),
+        )
+        .filter(tenant_transfers::Column::Status.eq(TenantTransferStatus::Pending.as_str()))
+        .filter(
+            Condition::any()
+                .add(tenant_transfers::Column::TenantOrganizationId.eq(org.id))
+                .add(tenant_transfers::Column::TargetAgencyId.eq(org.id)),
+        )
+        .exec(&**tx)
+        .await?
+        .rows_affected;
     let data = json!({
         "organization_id": ids::encode(IdKind::Organization, org.id),
         "slug": org.slug,
+        "canceled_tenant_transfers": canceled_transfers,
     });
     outbox::emit(
         tx,

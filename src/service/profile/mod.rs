@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{error::Result, storage::entities::addresses};
 
 /// Most addresses one organization may keep.
-const MAX_ADDRESSES: u64 = 50;
+pub(crate) const MAX_ADDRESSES: u64 = 50;
 
 async fn org_addresses<C: sea_orm::ConnectionTrait>(
     db: &C,

@@ -11,14 +11,12 @@ use crate::{
     domain::ids::{self, IdKind, new_id},
     error::{Error, Result},
     proto::TransferMode,
+    service::profile::MAX_ADDRESSES,
     storage::entities::addresses,
 };
 
 use super::apply::{ALREADY_PRESENT, Report, Run, requested};
 use super::request::Item;
-
-/// Most addresses one organization keeps (as CreateAddress enforces).
-const MAX_ADDRESSES: usize = 50;
 
 /// Whether two addresses are the same entry.
 fn same(a: &addresses::Model, b: &addresses::Model) -> bool {
@@ -70,7 +68,7 @@ pub(super) async fn apply(run: &Run<'_>, item: &Item, report: &mut Report) -> Re
             );
             continue;
         }
-        if target_book.len() >= MAX_ADDRESSES {
+        if target_book.len() as u64 >= MAX_ADDRESSES {
             let error = Error::precondition(
                 "ADDRESS_LIMIT_REACHED",
                 format!("an organization keeps at most {MAX_ADDRESSES} addresses"),
