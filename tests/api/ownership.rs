@@ -173,6 +173,12 @@ async fn events(app: &TestApp, org: &str, event_type: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A server whose dispatcher is off: the tests read invitation tokens from queued
+/// emails, whose bodies the dispatcher clears once they are sent (or logged).
+async fn spawn(backend: Backend) -> Option<TestApp> {
+    TestApp::spawn_with(backend, |s| s.events.dispatcher = false).await
+}
+
 /// The invitation token in the last email queued to `to`.
 async fn emailed_token(app: &TestApp, to: &str) -> (email_messages::Model, String) {
     let message = email_messages::Entity::find()
@@ -197,7 +203,7 @@ async fn etag_of(app: &TestApp, org: &str) -> String {
 }
 
 async fn ownership_passes_to_an_existing_member_who_is_promoted(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -273,7 +279,7 @@ async fn ownership_passes_to_an_existing_member_who_is_promoted(backend: Backend
 }
 
 async fn ownership_to_a_new_email_invites_the_owner_until_they_accept(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -367,7 +373,7 @@ async fn ownership_to_a_new_email_invites_the_owner_until_they_accept(backend: B
 }
 
 async fn the_previous_owner_can_be_removed(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -391,7 +397,7 @@ async fn the_previous_owner_can_be_removed(backend: Backend) {
 }
 
 async fn an_owner_invitation_needs_a_seat_unless_the_previous_owner_leaves(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -433,7 +439,7 @@ async fn an_owner_invitation_needs_a_seat_unless_the_previous_owner_leaves(backe
 }
 
 async fn stale_etags_the_current_owner_and_bad_requests_are_refused(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -475,7 +481,7 @@ async fn stale_etags_the_current_owner_and_bad_requests_are_refused(backend: Bac
 }
 
 async fn a_config_admin_transfers_its_own_organization_only(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, _) = owned_org(&app, "Acme").await;
@@ -517,7 +523,7 @@ async fn a_config_admin_transfers_its_own_organization_only(backend: Backend) {
 }
 
 async fn a_retried_transfer_replays_without_a_second_invitation(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -548,7 +554,7 @@ async fn a_retried_transfer_replays_without_a_second_invitation(backend: Backend
 }
 
 async fn a_new_transfer_supersedes_a_pending_owner_invitation(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -573,7 +579,7 @@ async fn a_new_transfer_supersedes_a_pending_owner_invitation(backend: Backend) 
 }
 
 async fn change_owner_email_updates_the_organization_and_the_owner(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -615,7 +621,7 @@ async fn change_owner_email_updates_the_organization_and_the_owner(backend: Back
 }
 
 async fn change_owner_email_follows_a_pending_owner_invitation(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;
@@ -647,7 +653,7 @@ async fn change_owner_email_follows_a_pending_owner_invitation(backend: Backend)
 }
 
 async fn change_owner_email_refuses_taken_emails_and_ownerless_organizations(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some(app) = spawn(backend).await else {
         return;
     };
     let (org, admin) = owned_org(&app, "Acme").await;

@@ -170,7 +170,7 @@ pub async fn invite(
 /// members plus the pending, unexpired invitations of other emails (a re-invite of the
 /// same email replaces its pending invitation, so it is not counted twice). The caller
 /// holds the organization's row lock, so concurrent invitations count one at a time.
-async fn check_team_room(
+pub(crate) async fn check_team_room(
     ctx: &Ctx,
     tx: &Tx,
     org: &organizations::Model,

@@ -12,6 +12,7 @@ mod roster;
 
 pub use accept::accept;
 pub use invitations::{list_invitations, revoke_invitation};
+pub(crate) use invite::check_team_room;
 pub use invite::invite;
 pub use roster::{list_members, remove, update_role};
 

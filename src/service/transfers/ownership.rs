@@ -6,8 +6,8 @@
 //! and has no `owner_user_id`; AcceptInvitation completes the handover.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, PaginatorTrait,
-    QueryFilter, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter,
+    sea_query::Expr,
 };
 use serde_json::json;
 use tonic::Code;
@@ -26,8 +26,8 @@ use crate::{
     grpc::{Ctx, convert},
     proto,
     service::{
-        audit, audit_request_id, billing::quotas::effective_limits, check_etag, commit,
-        idempotency_key, orgs::lock_live, replayed, settle, subscriptions::limit_reached,
+        audit, audit_request_id, check_etag, commit, idempotency_key, members::check_team_room,
+        orgs::lock_live, replayed, settle,
     },
     storage::{
         Tx,
@@ -87,40 +87,6 @@ async fn revoke_superseded(tx: &Tx, org_id: Uuid, email: &str) -> Result<Vec<Uui
             .await?;
     }
     Ok(superseded)
-}
-
-/// Refuses an owner invitation that would take the team past the plan's
-/// `max_team_members`: members plus the other pending, unexpired invitations (the
-/// caller revoked the superseded ones and holds the organization's row lock).
-async fn check_team_room(
-    ctx: &Ctx,
-    tx: &Tx,
-    org: &organizations::Model,
-    email: &str,
-    now: i64,
-) -> Result<()> {
-    let Some(allowed) = effective_limits(&ctx.settings.billing.catalogue, org).max_team_members
-    else {
-        return Ok(());
-    };
-    let team = members::Entity::find()
-        .filter(members::Column::OrganizationId.eq(org.id))
-        .count(&**tx)
-        .await?;
-    let invited = invitations::Entity::find()
-        .filter(invitations::Column::OrganizationId.eq(org.id))
-        .filter(invitations::Column::Email.ne(email))
-        .filter(invitations::Column::Status.eq(InvitationStatus::Pending.as_str()))
-        .filter(invitations::Column::ExpireTime.gt(now))
-        .count(&**tx)
-        .await?;
-    let current = i64::try_from(team + invited).unwrap_or(i64::MAX);
-    if current >= allowed {
-        return Err(limit_reached(org, "max_team_members", current, allowed)
-            .with("members", team)
-            .with("pending_invitations", invited));
-    }
-    Ok(())
 }
 
 /// Writes the organization's owner fields and bumps its version (the caller holds the
