@@ -134,6 +134,7 @@ impl MigrationTrait for Migration {
                     .col(string(W::Description, 500))
                     .col(string(W::Secret, 128))
                     .col(string(W::CreatedBy, 256))
+                    .col(flag(W::IncludeTenants))
                     .col(big(W::CreateTime))
                     .col(big(W::Version))
                     .to_owned(),
@@ -376,6 +377,7 @@ enum WebhookEndpoints {
     Description,
     Secret,
     CreatedBy,
+    IncludeTenants,
     CreateTime,
     Version,
 }

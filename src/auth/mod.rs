@@ -182,6 +182,15 @@ impl OrgAccess {
         matches!(self.relation, Relation::Operator | Relation::Child)
     }
 
+    /// Whether the caller reads the tenants of the organization along with it (audit
+    /// entries, events): the organization is an agency and the caller its AGENCY_ADMIN
+    /// or an operator. An agency's CONFIG_ADMIN acts on the agency alone.
+    pub fn sees_tenants(&self) -> bool {
+        self.org.kind == OrgKind::Agency.as_str()
+            && (self.relation == Relation::Operator
+                || self.principal.role == CallerRole::AgencyAdmin)
+    }
+
     /// The caller.
     pub fn principal(&self) -> &Principal {
         &self.principal

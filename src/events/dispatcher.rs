@@ -17,7 +17,7 @@ use crate::{
 pub async fn round(ctx: &Ctx) {
     loop {
         match outbox::sequence(&ctx.store).await {
-            Ok(n) if n >= 500 => continue,
+            Ok(n) if n >= outbox::BATCH => continue,
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "sequencing events failed");

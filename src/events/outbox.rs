@@ -1,9 +1,11 @@
-//! The outbox: events written with their change, numbered later in commit order.
+//! The outbox: events written with their change, numbered later by the sequencer.
 
 use chrono::SecondsFormat;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::LockType,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, LockType},
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -25,7 +27,9 @@ use crate::{
 };
 
 /// Events numbered per sequencer transaction.
-const BATCH: u64 = 500;
+pub(crate) const BATCH: usize = 500;
+/// Deliveries written per INSERT (13 columns each, within every backend's bind limit).
+const DELIVERY_INSERT_CHUNK: usize = 500;
 
 /// Writes an event of `org` inside `tx` (so it exists exactly when the change commits).
 /// A tenant's events are also visible to its agency at the time (its webhooks and
@@ -39,10 +43,7 @@ pub async fn emit(
     data: Value,
 ) -> Result<Uuid> {
     let id = new_id();
-    let agency_id = match org.kind.parse::<OrgKind>() {
-        Ok(OrgKind::Tenant) => org.parent_id,
-        _ => None,
-    };
+    let agency_id = agency_of(org);
     outbox_events::ActiveModel {
         id: Set(id),
         position: Set(None),
@@ -59,6 +60,35 @@ pub async fn emit(
     Ok(id)
 }
 
+/// The agency that sees `org`'s events along with its own: a tenant's parent.
+fn agency_of(org: &organizations::Model) -> Option<Uuid> {
+    match org.kind.parse::<OrgKind>() {
+        Ok(OrgKind::Tenant) => org.parent_id,
+        _ => None,
+    }
+}
+
+/// Emits one event for each of `parties` (e.g. the two sides of a transfer), except for
+/// a party that is another party's agency: it sees that party's event already.
+pub async fn emit_for_parties(
+    tx: &Tx,
+    now: i64,
+    parties: &[&organizations::Model],
+    event_type: &'static str,
+    request_id: &str,
+    data: Value,
+) -> Result<()> {
+    for party in parties {
+        let seen_already = parties
+            .iter()
+            .any(|other| other.id != party.id && agency_of(other) == Some(party.id));
+        if !seen_already {
+            emit(tx, now, party, event_type, request_id, data.clone()).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The JSON document a webhook receives for an event (its `data` is the stored payload).
 pub fn envelope(event: &outbox_events::Model) -> Value {
     json!({
@@ -73,27 +103,63 @@ pub fn envelope(event: &outbox_events::Model) -> Value {
     })
 }
 
-/// Whether an endpoint's filter (a JSON array; empty = all) admits `event_type`.
-pub fn endpoint_wants(endpoint: &webhook_endpoints::Model, event_type: &str) -> bool {
-    let types: Vec<String> = serde_json::from_str(&endpoint.event_types).unwrap_or_default();
-    types.is_empty() || types.iter().any(|t| t == event_type)
+/// An endpoint as the fan-out reads it: its filter parsed once per batch.
+struct Subscriber {
+    id: Uuid,
+    organization_id: Uuid,
+    include_tenants: bool,
+    /// Event types delivered; empty = all.
+    types: Vec<String>,
 }
 
-/// Numbers events written since the last round, in commit order, and creates their
+impl Subscriber {
+    fn of(endpoint: webhook_endpoints::Model) -> Subscriber {
+        Subscriber {
+            types: serde_json::from_str(&endpoint.event_types).unwrap_or_default(),
+            id: endpoint.id,
+            organization_id: endpoint.organization_id,
+            include_tenants: endpoint.include_tenants,
+        }
+    }
+
+    /// Whether the endpoint receives `event`: the organization's own events, its
+    /// tenants' when it includes them, of the types it filters on.
+    fn wants(&self, event: &outbox_events::Model) -> bool {
+        let owner = self.organization_id == event.organization_id
+            || (self.include_tenants && Some(self.organization_id) == event.agency_id);
+        owner && (self.types.is_empty() || self.types.contains(&event.event_type))
+    }
+}
+
+/// Numbers events written since the last round (one organization's in the order of its
+/// changes: by id, made under the change's locks) and creates their
 /// webhook deliveries. Returns how many events were numbered (call again while it
 /// returns a full batch).
 pub async fn sequence(store: &Store) -> Result<usize> {
+    // Most rounds find nothing: look before taking the sequence lock (and, on SQLite,
+    // the single writer) for nothing.
+    let waiting = outbox_events::Entity::find()
+        .select_only()
+        .column(outbox_events::Column::Id)
+        .filter(outbox_events::Column::Position.is_null())
+        .into_tuple::<Uuid>()
+        .one(store.db())
+        .await?;
+    if waiting.is_none() {
+        return Ok(0);
+    }
     let tx = store.write().await?;
     let counter = event_sequence::Entity::find_by_id(1)
         .lock(LockType::Update)
         .one(&*tx)
         .await?
         .ok_or_else(|| Error::Internal("the event_sequence row is missing".into()))?;
+    // Ids are UUID v7 made by `emit` under the change's locks, so one organization's
+    // events are numbered in the order of its changes.
     let batch = outbox_events::Entity::find()
         .filter(outbox_events::Column::Position.is_null())
-        .order_by_asc(outbox_events::Column::CreateTime)
         .order_by_asc(outbox_events::Column::Id)
-        .limit(BATCH)
+        .limit(BATCH as u64)
         .all(&*tx)
         .await?;
     if batch.is_empty() {
@@ -106,32 +172,29 @@ pub async fn sequence(store: &Store) -> Result<usize> {
         .collect();
     owners.sort_unstable();
     owners.dedup();
-    let endpoints = webhook_endpoints::Entity::find()
+    let subscribers: Vec<Subscriber> = webhook_endpoints::Entity::find()
         .filter(webhook_endpoints::Column::OrganizationId.is_in(owners))
         .all(&*tx)
-        .await?;
+        .await?
+        .into_iter()
+        .map(Subscriber::of)
+        .collect();
     let now = store.now();
     let mut position = counter.last_position;
+    let mut deliveries = Vec::new();
     for event in &batch {
         position += 1;
         outbox_events::Entity::update_many()
-            .col_expr(
-                outbox_events::Column::Position,
-                sea_orm::sea_query::Expr::value(position),
-            )
+            .col_expr(outbox_events::Column::Position, Expr::value(position))
             .filter(outbox_events::Column::Id.eq(event.id))
             .exec(&*tx)
             .await?;
-        for endpoint in endpoints.iter().filter(|w| {
-            (w.organization_id == event.organization_id
-                || Some(w.organization_id) == event.agency_id)
-                && endpoint_wants(w, &event.event_type)
-        }) {
+        deliveries.extend(subscribers.iter().filter(|s| s.wants(event)).map(|s| {
             webhook_deliveries::ActiveModel {
                 id: Set(new_id()),
                 event_id: Set(event.id),
-                endpoint_id: Set(endpoint.id),
-                organization_id: Set(endpoint.organization_id),
+                endpoint_id: Set(s.id),
+                organization_id: Set(s.organization_id),
                 status: Set(DeliveryStatus::Pending.as_str().to_owned()),
                 attempts: Set(0),
                 next_attempt_time: Set(now),
@@ -142,15 +205,15 @@ pub async fn sequence(store: &Store) -> Result<usize> {
                 update_time: Set(now),
                 deliver_time: Set(None),
             }
-            .insert(&*tx)
+        }));
+    }
+    for chunk in deliveries.chunks(DELIVERY_INSERT_CHUNK) {
+        webhook_deliveries::Entity::insert_many(chunk.to_vec())
+            .exec(&*tx)
             .await?;
-        }
     }
     event_sequence::Entity::update_many()
-        .col_expr(
-            event_sequence::Column::LastPosition,
-            sea_orm::sea_query::Expr::value(position),
-        )
+        .col_expr(event_sequence::Column::LastPosition, Expr::value(position))
         .filter(event_sequence::Column::Id.eq(1))
         .exec(&*tx)
         .await?;

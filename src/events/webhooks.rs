@@ -43,7 +43,7 @@
 //! 5. Delivery is at least once: deduplicate by `tenantry-event-id` (a retry after a
 //!    lost acknowledgement carries the same event id).
 //!
-//! Events of one organization are numbered (`position`) in commit order, but
+//! Events of one organization are numbered (`position`) in the order of its changes, but
 //! deliveries run concurrently and retries overtake nothing: order by `position` if it
 //! matters.
 

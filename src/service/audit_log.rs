@@ -6,11 +6,8 @@ use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySel
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, Relation, policy::CallerRole},
-    domain::{
-        filter::{self, Op},
-        org::OrgKind,
-    },
+    auth::Caller,
+    domain::filter::{self, Op},
     error::{Result, Violations},
     grpc::{Ctx, convert},
     proto,
@@ -77,13 +74,8 @@ pub async fn list(
     }
     v.finish()?;
     let org = access.org();
-    // The agency's own admins and operators read the agency's tenants too; an agency's
-    // CONFIG_ADMIN acts on the agency alone and reads only its entries.
-    let with_tenants = org.kind == OrgKind::Agency.as_str()
-        && (access.relation() == Relation::Operator
-            || access.principal().role == CallerRole::AgencyAdmin);
     let mut scope: Vec<Uuid> = vec![org.id];
-    if with_tenants {
+    if access.sees_tenants() {
         let tenants: Vec<Uuid> = organizations::Entity::find()
             .select_only()
             .column(organizations::Column::Id)

@@ -8,7 +8,7 @@
 //! ends). It ends as well when the client goes away.
 //!
 //! Reading `position > cursor` never skips an event: positions are assigned by one
-//! sequencer at a time under the `event_sequence` row lock, in commit order, gap-free,
+//! sequencer at a time under the `event_sequence` row lock, gap-free,
 //! and each batch of positions becomes visible at once when the sequencer commits. So
 //! once a reader has seen position N, every event that will ever get a position below
 //! N is already visible with it; events not yet numbered get positions above every
@@ -23,11 +23,10 @@ use tonic::Status;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, Relation, policy::CallerRole},
+    auth::Caller,
     domain::{
         events::types,
         ids::{self, IdKind},
-        org::OrgKind,
     },
     error::{Result, Violations},
     events::outbox,
@@ -85,9 +84,7 @@ pub async fn watch(
     let org = access.org();
     let scope = Scope {
         org_id: org.id,
-        with_tenants: org.kind == OrgKind::Agency.as_str()
-            && (access.relation() == Relation::Operator
-                || access.principal().role == CallerRole::AgencyAdmin),
+        with_tenants: access.sees_tenants(),
         types: req.types,
     };
     let (sender, receiver) = mpsc::channel(BUFFER);

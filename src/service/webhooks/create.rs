@@ -93,6 +93,7 @@ pub async fn create_endpoint(
             description: Set(description.clone()),
             secret: Set(secret.clone()),
             created_by: Set(principal.actor_id().chars().take(256).collect()),
+            include_tenants: Set(access.sees_tenants()),
             create_time: Set(now),
             version: Set(1),
         }

@@ -1,4 +1,4 @@
-//! The `outbox_events` table: domain events written in the same transaction as their change, numbered (`position`) in commit order by the sequencer.
+//! The `outbox_events` table: domain events written in the same transaction as their change, numbered (`position`) by the sequencer.
 
 use sea_orm::entity::prelude::*;
 

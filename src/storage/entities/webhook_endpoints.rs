@@ -16,6 +16,10 @@ pub struct Model {
     /// Signing secret (`whsec_...`), needed in clear to sign; never returned after creation.
     pub secret: String,
     pub created_by: String,
+    /// Whether the endpoint also receives the events of the organization's tenants (an
+    /// agency's endpoint created by its AGENCY_ADMIN or an operator, as WatchEvents and
+    /// the audit log decide who sees tenants).
+    pub include_tenants: bool,
     pub create_time: i64,
     pub version: i64,
 }
