@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use crate::domain::plans::Catalogue;
 
 use clap::{Args, ValueEnum};
+use lettre::{Address, AsyncSmtpTransport, Tokio1Executor, message::Mailbox};
 
 /// A secret value that prints as `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -254,12 +255,17 @@ pub struct EventArgs {
     pub tenant_transfer_ttl_days: u64,
 }
 
+/// The shortest pause between dispatcher rounds (a smaller `--events-poll-ms` is raised
+/// to it).
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Event delivery, email and transfer settings.
 #[derive(Debug, Clone)]
 pub struct EventSettings {
     /// Whether this process runs the dispatcher (sequencer, deliveries, expiries).
     pub dispatcher: bool,
-    /// Pause between dispatcher rounds when nothing wakes it.
+    /// Pause between dispatcher rounds when nothing wakes it (and between a caught-up
+    /// WatchEvents stream's reads); at least [`MIN_POLL_INTERVAL`] from flags.
     pub poll_interval: Duration,
     /// Attempts before a delivery is dead-lettered.
     pub max_attempts: u32,
@@ -267,10 +273,10 @@ pub struct EventSettings {
     pub retry_base: Duration,
     /// Timeout of one webhook POST.
     pub webhook_timeout: Duration,
-    /// SMTP URL (lettre syntax); `None` logs emails instead.
+    /// SMTP URL (lettre syntax, checked from flags); `None` logs emails instead.
     pub smtp_url: Option<Secret>,
     /// Sender of emails.
-    pub smtp_from: String,
+    pub smtp_from: Mailbox,
     /// How long a pending tenant transfer lives.
     pub tenant_transfer_ttl: Duration,
 }
@@ -284,7 +290,10 @@ impl Default for EventSettings {
             retry_base: Duration::from_secs(30),
             webhook_timeout: Duration::from_secs(10),
             smtp_url: None,
-            smtp_from: "tenantry <no-reply@tenantry.local>".into(),
+            smtp_from: Mailbox::new(
+                Some("tenantry".into()),
+                Address::new_dangerous("no-reply", "tenantry.local"),
+            ),
             tenant_transfer_ttl: Duration::from_secs(14 * 24 * 3600),
         }
     }
@@ -299,14 +308,26 @@ impl EventArgs {
         if self.tenant_transfer_ttl_days == 0 {
             return Err("--tenant-transfer-ttl-days must be at least 1".into());
         }
+        let smtp_from: Mailbox = self.smtp_from.parse().map_err(|e| {
+            format!("--smtp-from must be a mailbox such as `tenantry <no-reply@example.com>`: {e}")
+        })?;
+        if let Some(url) = &self.smtp_url {
+            // lettre's URL errors name the scheme or the problem, never the credentials.
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|e| {
+                format!(
+                    "--smtp-url must be an SMTP URL such as `smtp://host:587?tls=required` \
+                     or `smtps://user:pass@host`: {e}"
+                )
+            })?;
+        }
         Ok(EventSettings {
             dispatcher: true,
-            poll_interval: Duration::from_millis(self.events_poll_ms.max(10)),
+            poll_interval: Duration::from_millis(self.events_poll_ms).max(MIN_POLL_INTERVAL),
             max_attempts: self.webhook_max_attempts,
             retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
             webhook_timeout: Duration::from_secs(self.webhook_timeout_seconds.max(1)),
             smtp_url: self.smtp_url.clone().map(Secret::new),
-            smtp_from: self.smtp_from.clone(),
+            smtp_from,
             tenant_transfer_ttl: Duration::from_secs(self.tenant_transfer_ttl_days * 24 * 3600),
         })
     }
@@ -416,5 +437,80 @@ impl Settings {
             billing: BillingSettings::default(),
             events: EventSettings::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `tenantry serve`'s event flags alone.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        events: EventArgs,
+    }
+
+    fn settings(flags: &[&str]) -> Result<EventSettings, String> {
+        let args = std::iter::once("tenantry").chain(flags.iter().copied());
+        Flags::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .events
+            .settings()
+    }
+
+    #[test]
+    fn default_event_flags_make_the_default_settings() {
+        let from_flags = settings(&[]).expect("defaults");
+        let defaults = EventSettings::default();
+        assert_eq!(from_flags.smtp_from, defaults.smtp_from);
+        assert_eq!(
+            from_flags.smtp_from.to_string(),
+            "tenantry <no-reply@tenantry.local>"
+        );
+        assert_eq!(from_flags.poll_interval, defaults.poll_interval);
+        assert_eq!(from_flags.smtp_url, None);
+    }
+
+    #[test]
+    fn a_bad_smtp_sender_or_url_fails_at_startup() {
+        let error =
+            settings(&["--smtp-from", "tenantry at example dot com"]).expect_err("not a mailbox");
+        assert!(
+            error.starts_with("--smtp-from must be a mailbox"),
+            "{error}"
+        );
+        for url in [
+            "http://mail.example.com",
+            "smtp://user:hunter2@mail.example.com?tls=sometimes",
+            "smtp:///no-host",
+            "mail.example.com:25",
+        ] {
+            let error = settings(&["--smtp-url", url]).expect_err(url);
+            assert!(
+                error.starts_with("--smtp-url must be an SMTP URL"),
+                "{url}: {error}"
+            );
+            assert!(!error.contains("hunter2"), "never the password: {error}");
+        }
+        let good = settings(&[
+            "--smtp-url",
+            "smtp://user:hunter2@mail.example.com:587?tls=required",
+            "--smtp-from",
+            "Billing <billing@example.com>",
+        ])
+        .expect("good flags");
+        assert_eq!(good.smtp_from.email.to_string(), "billing@example.com");
+        assert!(good.smtp_url.is_some());
+    }
+
+    #[test]
+    fn the_poll_interval_has_a_floor() {
+        let fast = settings(&["--events-poll-ms", "0"]).expect("settings");
+        assert_eq!(fast.poll_interval, MIN_POLL_INTERVAL);
+        let slow = settings(&["--events-poll-ms", "250"]).expect("settings");
+        assert_eq!(slow.poll_interval, Duration::from_millis(250));
     }
 }

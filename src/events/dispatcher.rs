@@ -1,8 +1,6 @@
 //! The dispatcher loop each server runs: sequence, deliver, expire — in rounds woken by
 //! local commits that wrote events, or on the poll interval (events of other replicas).
 
-use std::time::Duration;
-
 use tokio::sync::watch;
 
 use crate::{
@@ -38,11 +36,7 @@ pub async fn round(ctx: &Ctx) {
 
 /// Runs rounds until `stop` turns true.
 pub async fn run(ctx: Ctx, mut stop: watch::Receiver<bool>) {
-    let poll = ctx
-        .settings
-        .events
-        .poll_interval
-        .max(Duration::from_millis(10));
+    let poll = ctx.settings.events.poll_interval;
     let signals = ctx.store.signals().clone();
     loop {
         tokio::select! {

@@ -7,25 +7,21 @@ use std::{
     time::Duration,
 };
 
-use futures::{StreamExt, stream};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
 };
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, sea_query::Expr};
 use uuid::Uuid;
 
 use crate::{
     config::Secret,
     domain::{
-        events::{DeliveryStatus, EmailKind, retry_delay_micros},
+        events::{DeliveryStatus, EmailKind},
         ids::{self, IdKind, new_id},
     },
     error::{Error, Result},
-    events::webhooks::{lease_micros, micros, unleased},
+    events::lease::{self, Claimed, MAX_ERROR_LEN},
     grpc::Ctx,
     storage::{
         Tx,
@@ -124,10 +120,6 @@ pub async fn queue_invitation(
 
 /// Emails handled at the same time.
 const CONCURRENCY: usize = 4;
-/// Most emails one round handles (the next round takes the rest).
-const ROUND_LIMIT: u64 = 200;
-/// Longest `last_error` kept.
-const MAX_ERROR_LEN: usize = 300;
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 /// A transport's cache key: the SMTP URL's bytes and the timeout.
@@ -167,47 +159,19 @@ fn transport(url: &Secret, timeout: Duration) -> Result<Transport> {
 /// A sent or logged email's body is cleared, since an invitation's holds its token;
 /// failures are retried with backoff like webhooks and end `DEAD` (body cleared too).
 pub async fn deliver_due(ctx: &Ctx) -> Result<usize> {
-    let now = ctx.store.now();
-    let due: Vec<Uuid> = email_messages::Entity::find()
-        .select_only()
-        .column(email_messages::Column::Id)
-        .filter(email_messages::Column::Status.eq(DeliveryStatus::Pending.as_str()))
-        .filter(email_messages::Column::NextAttemptTime.lte(now))
-        .filter(unleased(email_messages::Column::LeaseUntil, now))
-        .order_by_asc(email_messages::Column::NextAttemptTime)
-        .order_by_asc(email_messages::Column::Id)
-        .limit(ROUND_LIMIT)
-        .into_tuple()
-        .all(ctx.store.db())
-        .await?;
+    let due = lease::due_ids::<email_messages::Entity>(&ctx.store, ctx.store.now()).await?;
     if due.is_empty() {
         return Ok(0);
     }
     let settings = &ctx.settings.events;
-    let smtp = match &settings.smtp_url {
-        Some(url) => {
-            let from: Mailbox = settings
-                .smtp_from
-                .parse()
-                .map_err(|e| Error::Internal(format!("--smtp-from is not a valid mailbox: {e}")))?;
-            Some((transport(url, settings.webhook_timeout)?, from))
-        }
+    let transport = match &settings.smtp_url {
+        Some(url) => Some(transport(url, settings.webhook_timeout)?),
         None => None,
     };
-    let outcomes: Vec<Result<bool>> = stream::iter(due)
-        .map(|id| attempt(ctx, smtp.as_ref(), id))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut handled = 0;
-    for outcome in outcomes {
-        match outcome {
-            Ok(true) => handled += 1,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "an email failed to be recorded"),
-        }
-    }
-    Ok(handled)
+    Ok(lease::run_claimed(due, CONCURRENCY, "an email", |id| {
+        attempt(ctx, transport.as_ref(), id)
+    })
+    .await)
 }
 
 /// What handling one email came to.
@@ -218,31 +182,14 @@ enum Outcome {
 }
 
 /// Claims, sends (or logs) and records one email. False when another dispatcher had it.
-async fn attempt(ctx: &Ctx, smtp: Option<&(Transport, Mailbox)>, id: Uuid) -> Result<bool> {
-    use email_messages::Column as M;
-    let now = ctx.store.now();
-    let lease_until = now.saturating_add(lease_micros(ctx.settings.events.webhook_timeout));
-    let tx = ctx.store.write().await?;
-    let claimed = email_messages::Entity::update_many()
-        .col_expr(M::LeaseUntil, Expr::value(lease_until))
-        .filter(M::Id.eq(id))
-        .filter(M::Status.eq(DeliveryStatus::Pending.as_str()))
-        .filter(M::NextAttemptTime.lte(now))
-        .filter(unleased(M::LeaseUntil, now))
-        .exec(&*tx)
-        .await?
-        .rows_affected;
-    tx.commit().await?;
-    if claimed != 1 {
-        return Ok(false);
-    }
-    let Some(row) = email_messages::Entity::find_by_id(id)
-        .one(ctx.store.db())
-        .await?
+async fn attempt(ctx: &Ctx, transport: Option<&Transport>, id: Uuid) -> Result<bool> {
+    let settings = &ctx.settings.events;
+    let Some(Claimed { row, lease_until }) =
+        lease::claim::<email_messages::Entity>(&ctx.store, id, settings.webhook_timeout).await?
     else {
         return Ok(false);
     };
-    let outcome = match smtp {
+    let outcome = match transport {
         None => {
             tracing::info!(
                 email_id = %ids::encode(IdKind::Email, row.id),
@@ -253,7 +200,7 @@ async fn attempt(ctx: &Ctx, smtp: Option<&(Transport, Mailbox)>, id: Uuid) -> Re
             );
             Outcome::Logged
         }
-        Some((transport, from)) => send(transport, from, &row).await,
+        Some(transport) => send(transport, &settings.smtp_from, &row).await,
     };
     record(ctx, &row, lease_until, outcome).await?;
     Ok(true)
@@ -290,15 +237,9 @@ async fn record(
 ) -> Result<()> {
     use email_messages::Column as M;
     let now = ctx.store.now();
-    let settings = &ctx.settings.events;
     let attempts = row.attempts.saturating_add(1);
-    let update = email_messages::Entity::update_many()
-        .col_expr(M::LeaseUntil, Expr::value(Option::<i64>::None))
-        .col_expr(M::UpdateTime, Expr::value(now))
-        .col_expr(M::Attempts, Expr::value(attempts))
-        .filter(M::Id.eq(row.id))
-        .filter(M::Status.eq(DeliveryStatus::Pending.as_str()))
-        .filter(M::LeaseUntil.eq(lease_until));
+    let update = lease::settle::<email_messages::Entity>(row.id, lease_until, now)
+        .col_expr(M::Attempts, Expr::value(attempts));
     let done = |update: sea_orm::UpdateMany<email_messages::Entity>, status: DeliveryStatus| {
         update
             .col_expr(M::Status, Expr::value(status.as_str()))
@@ -311,28 +252,29 @@ async fn record(
         Outcome::Logged => done(update, DeliveryStatus::Logged),
         Outcome::Failed(error) => {
             let update = update.col_expr(M::LastError, Expr::value(error.clone()));
-            if attempts >= i64::from(settings.max_attempts) {
-                tracing::warn!(
-                    email_id = %ids::encode(IdKind::Email, row.id),
-                    kind = %row.kind,
-                    attempts,
-                    error = %error,
-                    "email dead-lettered after its last attempt"
-                );
-                update
-                    .col_expr(M::Status, Expr::value(DeliveryStatus::Dead.as_str()))
-                    .col_expr(M::Body, Expr::value(""))
-            } else {
-                let failures = u32::try_from(attempts).unwrap_or(u32::MAX);
-                let delay = retry_delay_micros(micros(settings.retry_base), failures);
-                tracing::info!(
-                    email_id = %ids::encode(IdKind::Email, row.id),
-                    attempts,
-                    error = %error,
-                    retry_in_ms = delay / 1_000,
-                    "sending an email failed; retrying"
-                );
-                update.col_expr(M::NextAttemptTime, Expr::value(now.saturating_add(delay)))
+            match lease::after_failure(&ctx.settings.events, attempts, now) {
+                None => {
+                    tracing::warn!(
+                        email_id = %ids::encode(IdKind::Email, row.id),
+                        kind = %row.kind,
+                        attempts,
+                        error = %error,
+                        "email dead-lettered after its last attempt"
+                    );
+                    update
+                        .col_expr(M::Status, Expr::value(DeliveryStatus::Dead.as_str()))
+                        .col_expr(M::Body, Expr::value(""))
+                }
+                Some(next) => {
+                    tracing::info!(
+                        email_id = %ids::encode(IdKind::Email, row.id),
+                        attempts,
+                        error = %error,
+                        retry_in_ms = (next - now) / 1_000,
+                        "sending an email failed; retrying"
+                    );
+                    update.col_expr(M::NextAttemptTime, Expr::value(next))
+                }
             }
         }
     };

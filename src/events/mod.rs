@@ -19,5 +19,6 @@
 
 pub mod dispatcher;
 pub mod email;
+pub mod lease;
 pub mod outbox;
 pub mod webhooks;

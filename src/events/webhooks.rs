@@ -47,33 +47,29 @@
 //! deliveries run concurrently and retries overtake nothing: order by `position` if it
 //! matters.
 
-use std::{sync::LazyLock, time::Duration};
+use std::sync::LazyLock;
 
-use futures::{StreamExt, stream};
 use hmac::{Hmac, Mac};
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
-};
+use sea_orm::{EntityTrait, sea_query::Expr};
 use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::{
     domain::{
-        events::{DeliveryStatus, retry_delay_micros},
+        events::DeliveryStatus,
         ids::{self, IdKind},
     },
     error::{Error, Result},
-    events::outbox,
+    events::{
+        lease::{self, Claimed, MAX_ERROR_LEN},
+        outbox,
+    },
     grpc::Ctx,
     storage::entities::{outbox_events, webhook_deliveries, webhook_endpoints},
 };
 
 /// Deliveries attempted at the same time.
 const CONCURRENCY: usize = 8;
-/// Most deliveries one round attempts (the next round takes the rest).
-const ROUND_LIMIT: u64 = 200;
-/// Longest `last_error` kept.
-const MAX_ERROR_LEN: usize = 300;
 
 /// The `user-agent` of deliveries.
 pub const USER_AGENT: &str = "tenantry-webhooks/1";
@@ -109,76 +105,19 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> Result<String> {
     ))
 }
 
-/// How long a claim lasts: long enough for the POST and writing its outcome, short
-/// enough that a crashed dispatcher's deliveries are soon taken over.
-pub(crate) fn lease_micros(timeout: Duration) -> i64 {
-    micros(
-        timeout
-            .saturating_mul(2)
-            .saturating_add(Duration::from_secs(30)),
-    )
-}
-
-/// Rows no dispatcher holds: never leased, or the lease ran out.
-pub(crate) fn unleased<C: ColumnTrait>(lease_until: C, now: i64) -> Condition {
-    Condition::any()
-        .add(lease_until.is_null())
-        .add(lease_until.lt(now))
-}
-
 /// Attempts the due deliveries. Returns how many were attempted.
 pub async fn deliver_due(ctx: &Ctx) -> Result<usize> {
-    let now = ctx.store.now();
-    let due: Vec<Uuid> = webhook_deliveries::Entity::find()
-        .select_only()
-        .column(webhook_deliveries::Column::Id)
-        .filter(webhook_deliveries::Column::Status.eq(DeliveryStatus::Pending.as_str()))
-        .filter(webhook_deliveries::Column::NextAttemptTime.lte(now))
-        .filter(unleased(webhook_deliveries::Column::LeaseUntil, now))
-        .order_by_asc(webhook_deliveries::Column::NextAttemptTime)
-        .order_by_asc(webhook_deliveries::Column::Id)
-        .limit(ROUND_LIMIT)
-        .into_tuple()
-        .all(ctx.store.db())
-        .await?;
+    let due = lease::due_ids::<webhook_deliveries::Entity>(&ctx.store, ctx.store.now()).await?;
     if due.is_empty() {
         return Ok(0);
     }
     let client = client()?;
-    let outcomes: Vec<Result<bool>> = stream::iter(due)
-        .map(|id| attempt(ctx, client, id))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut attempted = 0;
-    for outcome in outcomes {
-        match outcome {
-            Ok(true) => attempted += 1,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "a webhook delivery failed to be recorded"),
-        }
-    }
-    Ok(attempted)
-}
-
-/// Claims delivery `id` for this dispatcher: true when the conditional update took it
-/// (still pending, due, and no other dispatcher's lease running).
-async fn claim(ctx: &Ctx, id: Uuid, lease_until: i64, now: i64) -> Result<bool> {
-    let tx = ctx.store.write().await?;
-    let claimed = webhook_deliveries::Entity::update_many()
-        .col_expr(
-            webhook_deliveries::Column::LeaseUntil,
-            Expr::value(lease_until),
-        )
-        .filter(webhook_deliveries::Column::Id.eq(id))
-        .filter(webhook_deliveries::Column::Status.eq(DeliveryStatus::Pending.as_str()))
-        .filter(webhook_deliveries::Column::NextAttemptTime.lte(now))
-        .filter(unleased(webhook_deliveries::Column::LeaseUntil, now))
-        .exec(&*tx)
-        .await?
-        .rows_affected;
-    tx.commit().await?;
-    Ok(claimed == 1)
+    Ok(
+        lease::run_claimed(due, CONCURRENCY, "a webhook delivery", |id| {
+            attempt(ctx, client, id)
+        })
+        .await,
+    )
 }
 
 /// What one attempt came to.
@@ -193,26 +132,32 @@ enum Outcome {
 
 /// Claims, sends and records one delivery. False when another dispatcher had it.
 async fn attempt(ctx: &Ctx, client: &reqwest::Client, id: Uuid) -> Result<bool> {
-    let now = ctx.store.now();
-    let lease_until = now.saturating_add(lease_micros(ctx.settings.events.webhook_timeout));
-    if !claim(ctx, id, lease_until, now).await? {
-        return Ok(false);
-    }
-    let db = ctx.store.db();
-    let Some(delivery) = webhook_deliveries::Entity::find_by_id(id).one(db).await? else {
+    let timeout = ctx.settings.events.webhook_timeout;
+    let Some(Claimed {
+        row: delivery,
+        lease_until,
+    }) = lease::claim::<webhook_deliveries::Entity>(&ctx.store, id, timeout).await?
+    else {
         return Ok(false);
     };
+    let db = ctx.store.db();
     let endpoint = webhook_endpoints::Entity::find_by_id(delivery.endpoint_id)
         .one(db)
         .await?;
-    let event = outbox_events::Entity::find_by_id(delivery.event_id)
-        .one(db)
-        .await?;
     let attempt_number = delivery.attempts.saturating_add(1);
-    let outcome = match (endpoint, event) {
-        (None, _) => Outcome::Canceled,
-        (Some(_), None) => Outcome::Failed(None, "the event no longer exists".into()),
-        (Some(endpoint), Some(event)) => {
+    let outcome = match endpoint {
+        None => Outcome::Canceled,
+        Some(endpoint) => {
+            // Outbox rows are never deleted: a delivery's event is there.
+            let event = outbox_events::Entity::find_by_id(delivery.event_id)
+                .one(db)
+                .await?
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "the event {} of a webhook delivery is gone",
+                        ids::encode(IdKind::Event, delivery.event_id)
+                    ))
+                })?;
             send(ctx, client, &endpoint, &event, &delivery, attempt_number).await
         }
     };
@@ -293,13 +238,7 @@ async fn record(
 ) -> Result<()> {
     use webhook_deliveries::Column as D;
     let now = ctx.store.now();
-    let settings = &ctx.settings.events;
-    let update = webhook_deliveries::Entity::update_many()
-        .col_expr(D::LeaseUntil, Expr::value(Option::<i64>::None))
-        .col_expr(D::UpdateTime, Expr::value(now))
-        .filter(D::Id.eq(delivery.id))
-        .filter(D::Status.eq(DeliveryStatus::Pending.as_str()))
-        .filter(D::LeaseUntil.eq(lease_until));
+    let update = lease::settle::<webhook_deliveries::Entity>(delivery.id, lease_until, now);
     let update = match outcome {
         Outcome::Delivered(code) => update
             .col_expr(D::Status, Expr::value(DeliveryStatus::Delivered.as_str()))
@@ -315,38 +254,34 @@ async fn record(
                 .col_expr(D::Attempts, Expr::value(attempt_number))
                 .col_expr(D::LastStatusCode, Expr::value(code.map(i64::from)))
                 .col_expr(D::LastError, Expr::value(error.clone()));
-            if attempt_number >= i64::from(settings.max_attempts) {
-                tracing::warn!(
-                    delivery_id = %ids::encode(IdKind::WebhookDelivery, delivery.id),
-                    endpoint_id = %ids::encode(IdKind::WebhookEndpoint, delivery.endpoint_id),
-                    event_id = %ids::encode(IdKind::Event, delivery.event_id),
-                    attempts = attempt_number,
-                    error = %error,
-                    "webhook delivery dead-lettered after its last attempt"
-                );
-                update.col_expr(D::Status, Expr::value(DeliveryStatus::Dead.as_str()))
-            } else {
-                let failures = u32::try_from(attempt_number).unwrap_or(u32::MAX);
-                let delay = retry_delay_micros(micros(settings.retry_base), failures);
-                tracing::info!(
-                    delivery_id = %ids::encode(IdKind::WebhookDelivery, delivery.id),
-                    attempts = attempt_number,
-                    error = %error,
-                    retry_in_ms = delay / 1_000,
-                    "webhook delivery failed; retrying"
-                );
-                update.col_expr(D::NextAttemptTime, Expr::value(now.saturating_add(delay)))
+            match lease::after_failure(&ctx.settings.events, attempt_number, now) {
+                None => {
+                    tracing::warn!(
+                        delivery_id = %ids::encode(IdKind::WebhookDelivery, delivery.id),
+                        endpoint_id = %ids::encode(IdKind::WebhookEndpoint, delivery.endpoint_id),
+                        event_id = %ids::encode(IdKind::Event, delivery.event_id),
+                        attempts = attempt_number,
+                        error = %error,
+                        "webhook delivery dead-lettered after its last attempt"
+                    );
+                    update.col_expr(D::Status, Expr::value(DeliveryStatus::Dead.as_str()))
+                }
+                Some(next) => {
+                    tracing::info!(
+                        delivery_id = %ids::encode(IdKind::WebhookDelivery, delivery.id),
+                        attempts = attempt_number,
+                        error = %error,
+                        retry_in_ms = (next - now) / 1_000,
+                        "webhook delivery failed; retrying"
+                    );
+                    update.col_expr(D::NextAttemptTime, Expr::value(next))
+                }
             }
         }
     };
     let tx = ctx.store.write().await?;
     update.exec(&*tx).await?;
     tx.commit().await
-}
-
-/// A duration in stored micro-units.
-pub(crate) fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX / 4)
 }
 
 #[cfg(test)]

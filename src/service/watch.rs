@@ -14,7 +14,7 @@
 //! N is already visible with it; events not yet numbered get positions above every
 //! visible one. An event's cursor is its position in decimal.
 
-use std::{pin::Pin, time::Duration};
+use std::pin::Pin;
 
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::mpsc;
@@ -107,11 +107,7 @@ async fn pump(ctx: Ctx, scope: Scope, mut cursor: i64, sender: Sender) {
     let signals = ctx.store.signals().clone();
     let mut positions = signals.positions.subscribe();
     let mut stopping = signals.stopping.subscribe();
-    let poll = ctx
-        .settings
-        .events
-        .poll_interval
-        .max(Duration::from_millis(10));
+    let poll = ctx.settings.events.poll_interval;
     loop {
         if *stopping.borrow_and_update() {
             return;
@@ -127,10 +123,7 @@ async fn pump(ctx: Ctx, scope: Scope, mut cursor: i64, sender: Sender) {
             }
         };
         let full = batch.len() as u64 == BATCH;
-        for event in batch {
-            let Some(position) = event.position else {
-                continue;
-            };
+        for (position, event) in batch {
             cursor = position;
             let response = proto::WatchEventsResponse {
                 event: Some(to_proto(&event, position)),
@@ -151,8 +144,8 @@ async fn pump(ctx: Ctx, scope: Scope, mut cursor: i64, sender: Sender) {
     }
 }
 
-/// The next events of the scope after `cursor`, in position order.
-async fn read(ctx: &Ctx, scope: &Scope, cursor: i64) -> Result<Vec<outbox_events::Model>> {
+/// The next events of the scope after `cursor`, in position order, with their positions.
+async fn read(ctx: &Ctx, scope: &Scope, cursor: i64) -> Result<Vec<(i64, outbox_events::Model)>> {
     let mut owner = Condition::any().add(outbox_events::Column::OrganizationId.eq(scope.org_id));
     if scope.with_tenants {
         owner = owner.add(outbox_events::Column::AgencyId.eq(scope.org_id));
@@ -163,11 +156,16 @@ async fn read(ctx: &Ctx, scope: &Scope, cursor: i64) -> Result<Vec<outbox_events
     if !scope.types.is_empty() {
         query = query.filter(outbox_events::Column::EventType.is_in(scope.types.iter().cloned()));
     }
-    Ok(query
+    let events = query
         .order_by_asc(outbox_events::Column::Position)
         .limit(BATCH)
         .all(ctx.store.db())
-        .await?)
+        .await?;
+    // `position > cursor` selected numbered events only: every one has its position.
+    Ok(events
+        .into_iter()
+        .filter_map(|event| Some((event.position?, event)))
+        .collect())
 }
 
 fn to_proto(event: &outbox_events::Model, position: i64) -> proto::Event {

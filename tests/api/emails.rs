@@ -1,6 +1,7 @@
 //! Notification emails over SMTP (a local sink): member and owner invitations with
 //! working tokens, deactivation notices, spend alerts; bodies cleared once sent; logged
-//! without an SMTP server; dead-lettered when the server never answers.
+//! without an SMTP server; retried after a refusal; dead-lettered when the server never
+//! answers.
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ on_both_backends!(
     deactivating_with_notify_owner_emails_the_owner,
     crossing_a_spend_threshold_emails_the_alert_addresses,
     without_smtp_emails_are_logged_and_their_bodies_cleared,
+    an_email_the_server_refuses_once_is_sent_on_retry,
     emails_the_server_never_takes_are_dead_lettered,
 );
 
@@ -290,6 +292,46 @@ async fn without_smtp_emails_are_logged_and_their_bodies_cleared(backend: Backen
     assert_eq!(row.body, "");
     assert_eq!(row.subject, "You are invited to Quiet");
     assert!(row.send_time.is_some());
+    app.stop().await;
+}
+
+async fn an_email_the_server_refuses_once_is_sent_on_retry(backend: Backend) {
+    let sink = SmtpSink::refusing_first(1).await;
+    let Some(app) = TestApp::spawn_with(backend, via(&sink)).await else {
+        return;
+    };
+    let org = tenant(&app, "Patient", "").await;
+    let admin = app.token("CONFIG_ADMIN", &org.id);
+    app.orgs()
+        .invite_member(authed(
+            proto::InviteMemberRequest {
+                organization_id: org.id.clone(),
+                email: "di@example.com".into(),
+                role: MemberRole::Member as i32,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("invite");
+    let mail = sink
+        .wait_for_mail_to("di@example.com")
+        .await
+        .expect("sent on retry");
+    assert_addressed(&mail, "di@example.com");
+    assert!(
+        mail.word_starting("ivt_tok_").is_some(),
+        "the body was kept for the retry"
+    );
+    assert_eq!(sink.refused(), 1, "the first attempt was refused");
+    let row = handled_email(&app, "di@example.com", "MEMBER_INVITATION").await;
+    assert_eq!(row.status, "DELIVERED", "{row:?}");
+    assert_eq!(row.attempts, 2);
+    assert_eq!(row.last_error, "", "cleared once sent");
+    assert_eq!(row.body, "");
+    assert!(row.send_time.is_some());
+    assert_eq!(row.lease_until, None);
+    assert_eq!(sink.mails().len(), 1, "sent once");
     app.stop().await;
 }
 

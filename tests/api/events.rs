@@ -5,19 +5,23 @@
 use std::{collections::HashSet, time::Duration};
 
 use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
-use tenantry::{proto, storage::entities::outbox_events};
+use tenantry::{domain::events::types, events::outbox, proto, storage::entities::outbox_events};
 use tonic::{Code, Status, Streaming};
 
 use crate::{
     credits::gift,
     helpers::{Backend, TestApp, authed, violations},
     on_both_backends,
-    organizations::{agency, mask, named_on, org_uuid, register_agent, tenant, unassign, usd},
+    organizations::{
+        agency, mask, named_on, org_row, org_uuid, register_agent, tenant, unassign, usd,
+    },
     usage::{batch, event, system},
 };
 
 on_both_backends!(
     watchers_see_the_orgs_live_events_and_an_agency_its_tenants,
+    an_agencys_config_admin_watches_the_agency_alone_and_an_operator_its_tenants_too,
+    the_sequencer_numbers_an_organizations_events_in_the_order_they_were_written,
     a_watch_resumes_after_a_cursor_without_gaps_or_duplicates,
     a_watch_filters_by_type,
     bad_cursors_and_unknown_types_are_refused_and_members_may_not_watch,
@@ -163,6 +167,97 @@ async fn watchers_see_the_orgs_live_events_and_an_agency_its_tenants(backend: Ba
     );
     assert_eq!(first.id, seen.id);
     assert!(silent(&mut of_agency, 300).await);
+    app.stop().await;
+}
+
+async fn an_agencys_config_admin_watches_the_agency_alone_and_an_operator_its_tenants_too(
+    backend: Backend,
+) {
+    let Some(app) = TestApp::spawn_with(backend, fast).await else {
+        return;
+    };
+    let reseller = agency(&app, "Reseller").await;
+    let client = tenant(&app, "Client", &reseller.id).await;
+    sequenced(&app).await;
+    let config_admin = app.token("CONFIG_ADMIN", &reseller.id);
+    let mut of_config_admin = watch(&app, &config_admin, &reseller.id, &[], "").await;
+    let mut of_operator = watch(&app, &app.root(), &reseller.id, &[], "").await;
+
+    touch(&app, &app.root(), &client.id, "the tenant's").await;
+    touch(&app, &config_admin, &reseller.id, "the agency's").await;
+
+    let own = next(&mut of_config_admin).await;
+    assert_eq!(own.organization_id, reseller.id, "not the tenant's event");
+    assert!(
+        silent(&mut of_config_admin, 300).await,
+        "a CONFIG_ADMIN acts on the agency alone"
+    );
+    let first = next(&mut of_operator).await;
+    let second = next(&mut of_operator).await;
+    assert_eq!(
+        (
+            first.organization_id.as_str(),
+            second.organization_id.as_str()
+        ),
+        (client.id.as_str(), reseller.id.as_str()),
+        "an operator sees the tenant's event too"
+    );
+    assert_eq!(second.id, own.id);
+    assert!(silent(&mut of_operator, 300).await);
+    app.stop().await;
+}
+
+/// Writes an event of `org` created at `at`, in its own transaction.
+async fn emit_at(app: &TestApp, org: &str, at: i64, description: &str) -> uuid::Uuid {
+    let row = org_row(app, org).await;
+    let tx = app.store.write().await.expect("transaction");
+    let id = outbox::emit(
+        &tx,
+        at,
+        &row,
+        types::ORGANIZATION_UPDATED,
+        "req-test",
+        serde_json::json!({ "description": description }),
+    )
+    .await
+    .expect("emit");
+    tx.commit().await.expect("commit");
+    id
+}
+
+async fn the_sequencer_numbers_an_organizations_events_in_the_order_they_were_written(
+    backend: Backend,
+) {
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        fast(s);
+        s.events.dispatcher = false;
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = tenant(&app, "Acme", "").await;
+    let now = app.store.now();
+    // Create times come from each writer's clock and may disagree with the commit
+    // order: the later-written event says it is older.
+    let x = emit_at(&app, &acme.id, now + 1_000_000, "x").await;
+    let y = emit_at(&app, &acme.id, now - 1_000_000, "y").await;
+    while outbox::sequence(&app.store).await.expect("sequence") > 0 {}
+    let store = &app.store;
+    let row = |id| async move {
+        outbox_events::Entity::find_by_id(id)
+            .one(store.db())
+            .await
+            .expect("read event")
+            .expect("event")
+    };
+    let (x, y) = (row(x).await, row(y).await);
+    assert!(x.create_time > y.create_time);
+    let (x, y) = (
+        x.position.expect("x numbered"),
+        y.position.expect("y numbered"),
+    );
+    assert!(x < y, "written first, numbered first: {x} < {y}");
     app.stop().await;
 }
 

@@ -3,8 +3,12 @@
 //! the signed webhook, also all at once, declines, and gateway errors.
 
 use futures::future::join_all;
-use sea_orm::{EntityTrait, PaginatorTrait};
-use tenantry::{config::Secret, proto, storage::entities::stripe_events};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use tenantry::{
+    config::Secret,
+    proto,
+    storage::entities::{outbox_events, stripe_events},
+};
 use tonic::{Code, Status};
 
 use crate::{
@@ -12,7 +16,7 @@ use crate::{
     fake_stripe::{FakeStripe, SECRET_KEY, WEBHOOK_SECRET, event, sign},
     helpers::{Backend, TestApp, authed, metadata, reason, violations},
     on_both_backends,
-    organizations::{audit_actions, tenant, usd},
+    organizations::{audit_actions, org_uuid, tenant, usd},
 };
 
 async fn buy_as(
@@ -571,6 +575,37 @@ async fn declined_payments_fail_the_purchase_and_never_credit(backend: Backend) 
         .collect();
     assert_eq!(failed.len(), 2);
     assert!(failed.iter().all(|t| t.balance_after.is_none()));
+
+    // Each failed purchase emitted payment.failed once; nothing succeeded.
+    let events = outbox_events::Entity::find()
+        .filter(outbox_events::Column::OrganizationId.eq(org_uuid(&acme.id)))
+        .filter(outbox_events::Column::EventType.starts_with("payment."))
+        .order_by_asc(outbox_events::Column::Id)
+        .all(app.store.db())
+        .await
+        .expect("read outbox");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        vec!["payment.failed", "payment.failed"],
+        "neither the repeated completion nor the late success emits"
+    );
+    let data: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(&e.payload).expect("payload"))
+        .collect();
+    for (data, (bought, amount)) in data.iter().zip([(&first, "8.00"), (&second, "9.00")]) {
+        assert_eq!(data["organization_id"], acme.id.as_str());
+        assert_eq!(data["purpose"], "credits");
+        assert_eq!(data["transaction_id"], bought.transaction_id.as_str());
+        assert_eq!(data["payment_intent_id"], bought.payment_intent_id.as_str());
+        assert_eq!(data["amount"], amount);
+        assert_eq!(data["currency"], "USD");
+        assert_eq!(data["gateway"], "stripe");
+        assert_eq!(data["failure_reason"], "your card was declined");
+    }
     app.stop().await;
 }
 

@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -256,33 +259,52 @@ impl Mail {
     }
 }
 
+/// What an SMTP sink shares with its sessions.
+#[derive(Default)]
+struct SmtpState {
+    mails: Mutex<Vec<Mail>>,
+    /// `MAIL FROM` commands still to refuse with a transient 451.
+    to_refuse: AtomicUsize,
+    /// `MAIL FROM` commands refused so far.
+    refused: AtomicUsize,
+}
+
 /// An SMTP sink: 220 greeting, EHLO without STARTTLS, MAIL/RCPT/RSET/NOOP/DATA/QUIT;
 /// records every message.
 pub struct SmtpSink {
     pub port: u16,
-    mails: Arc<Mutex<Vec<Mail>>>,
+    state: Arc<SmtpState>,
     server: JoinHandle<()>,
 }
 
 impl SmtpSink {
     /// Starts the sink.
     pub async fn start() -> SmtpSink {
+        Self::refusing_first(0).await
+    }
+
+    /// Starts a sink that answers the first `refusals` `MAIL FROM` commands with
+    /// `451` (try again later), then accepts everything.
+    pub async fn refusing_first(refusals: usize) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
-        let mails = Arc::new(Mutex::new(Vec::new()));
-        let recorded = mails.clone();
+        let state = Arc::new(SmtpState {
+            to_refuse: AtomicUsize::new(refusals),
+            ..SmtpState::default()
+        });
+        let shared = state.clone();
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let recorded = recorded.clone();
+                let shared = shared.clone();
                 tokio::spawn(async move {
                     // A stuck client cannot hold a session forever.
-                    let _ = timeout(Duration::from_secs(30), session(stream, recorded)).await;
+                    let _ = timeout(Duration::from_secs(30), session(stream, shared)).await;
                 });
             }
         });
         SmtpSink {
             port,
-            mails,
+            state,
             server,
         }
     }
@@ -294,7 +316,12 @@ impl SmtpSink {
 
     /// Every message so far.
     pub fn mails(&self) -> Vec<Mail> {
-        self.mails.lock().expect("mails").clone()
+        self.state.mails.lock().expect("mails").clone()
+    }
+
+    /// How many `MAIL FROM` commands were refused.
+    pub fn refused(&self) -> usize {
+        self.state.refused.load(Ordering::SeqCst)
     }
 
     /// Waits (at most [`WAIT`]) for a message to `to`; returns the first one.
@@ -327,7 +354,14 @@ fn address(argument: &str) -> String {
     }
 }
 
-async fn session(stream: TcpStream, recorded: Arc<Mutex<Vec<Mail>>>) -> std::io::Result<()> {
+/// Takes one from `count` unless it is zero.
+fn take_one(count: &AtomicUsize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+async fn session(stream: TcpStream, state: Arc<SmtpState>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
@@ -347,6 +381,10 @@ async fn session(stream: TcpStream, recorded: Arc<Mutex<Vec<Mail>>>) -> std::io:
         let reply: &[u8] = match verb.as_str() {
             "EHLO" => b"250-sink.test\r\n250 HELP\r\n",
             "HELO" => b"250 sink.test\r\n",
+            "MAIL" if take_one(&state.to_refuse) => {
+                state.refused.fetch_add(1, Ordering::SeqCst);
+                b"451 4.3.0 try again later\r\n"
+            }
             "MAIL" => {
                 from = address(text.split_once(':').map(|x| x.1).unwrap_or_default());
                 recipients.clear();
@@ -382,7 +420,7 @@ async fn session(stream: TcpStream, recorded: Arc<Mutex<Vec<Mail>>>) -> std::io:
                     }
                     data.push_str(text.strip_prefix('.').unwrap_or(&text));
                 }
-                recorded.lock().expect("mails").push(Mail {
+                state.mails.lock().expect("mails").push(Mail {
                     from: std::mem::take(&mut from),
                     recipients: std::mem::take(&mut recipients),
                     data,

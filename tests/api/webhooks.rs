@@ -12,6 +12,7 @@ use sha2::Sha256;
 use tenantry::{
     config::Settings,
     domain::{
+        clock::{FixedClock, from_micros},
         events::types,
         ids::{self, IdKind},
     },
@@ -43,6 +44,8 @@ on_both_backends!(
     endpoints_receive_only_the_event_types_they_filter,
     deleting_an_endpoint_cancels_its_pending_deliveries,
     an_agencys_endpoint_receives_its_tenants_events,
+    an_agency_endpoint_gets_its_tenants_events_only_when_its_agency_admin_made_it,
+    retries_wait_for_their_backoff_on_the_clock,
     racing_dispatchers_send_each_delivery_once,
 );
 
@@ -720,6 +723,140 @@ async fn an_agencys_endpoint_receives_its_tenants_events(backend: Backend) {
             .all(|d| d.event_id != event_uuid(&strangers)),
         "an unrelated organization's events are not delivered"
     );
+    app.stop().await;
+}
+
+async fn an_agency_endpoint_gets_its_tenants_events_only_when_its_agency_admin_made_it(
+    backend: Backend,
+) {
+    let Some(app) = TestApp::spawn_with(backend, fast).await else {
+        return;
+    };
+    let (by_config_admin, by_agency_admin) = (HttpSink::start().await, HttpSink::start().await);
+    let parent = agency(&app, "Umbrella").await;
+    let client = tenant(&app, "Client", &parent.id).await;
+    let mut made = Vec::new();
+    for (role, sink) in [
+        ("CONFIG_ADMIN", &by_config_admin),
+        ("AGENCY_ADMIN", &by_agency_admin),
+    ] {
+        let token = app.token(role, &parent.id);
+        let created = try_create_endpoint(&app, &token, &parent.id, endpoint(&sink.url(), &[]), "")
+            .await
+            .unwrap_or_else(|s| panic!("{role} creates: {s:?}"));
+        made.push(created.endpoint.expect("endpoint").id);
+    }
+    let included = |id: &str| {
+        let id = endpoint_uuid(id);
+        let db = app.store.db();
+        async move {
+            webhook_endpoints::Entity::find_by_id(id)
+                .one(db)
+                .await
+                .expect("read")
+                .expect("endpoint row")
+                .include_tenants
+        }
+    };
+    assert!(!included(&made[0]).await, "the CONFIG_ADMIN's");
+    assert!(included(&made[1]).await, "the AGENCY_ADMIN's");
+
+    let clients = emit(&app, &client.id, types::ORGANIZATION_UPDATED, json!({})).await;
+    let own = emit(&app, &parent.id, types::ORGANIZATION_UPDATED, json!({})).await;
+    assert_eq!(by_agency_admin.wait_for_event(&clients, 1).await.len(), 1);
+    assert_eq!(by_agency_admin.wait_for_event(&own, 1).await.len(), 1);
+    // Numbered after the tenant's event, so its fan-out has happened.
+    assert_eq!(by_config_admin.wait_for_event(&own, 1).await.len(), 1);
+    delivery_with_status(&app, &made[0], &own, "DELIVERED").await;
+    assert!(
+        deliveries(&app, &made[0])
+            .await
+            .iter()
+            .all(|d| d.event_id != event_uuid(&clients)),
+        "no delivery of the tenant's event to the CONFIG_ADMIN's endpoint"
+    );
+    assert!(by_config_admin.for_event(&clients).is_empty());
+    app.stop().await;
+}
+
+/// The one delivery row of an endpoint.
+async fn only_delivery(app: &TestApp, endpoint: &str) -> webhook_deliveries::Model {
+    let mut rows = deliveries(app, endpoint).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows.remove(0)
+}
+
+async fn retries_wait_for_their_backoff_on_the_clock(backend: Backend) {
+    // Near the real time: receivers check the signature's timestamp against theirs.
+    let clock = Arc::new(FixedClock::new(chrono::Utc::now()));
+    let Some(app) = TestApp::spawn_with_clock(backend, clock.clone(), |s| {
+        s.events.dispatcher = false;
+    })
+    .await
+    else {
+        return;
+    };
+    let sink = HttpSink::failing_first(2).await;
+    let org = tenant(&app, "Patient", "").await;
+    // Number the organization's creation before the endpoint exists: it gets one event.
+    while outbox::sequence(&app.store).await.expect("sequence") > 0 {}
+    let (endpoint_id, secret) = create_endpoint(&app, &org.id, &sink.url(), &[]).await;
+    let ctx = replica(&app);
+    let base = i64::try_from(ctx.settings.events.retry_base.as_micros()).expect("base");
+    let event = emit(&app, &org.id, types::ORGANIZATION_UPDATED, json!({})).await;
+    let start = app.store.now();
+
+    dispatcher::round(&ctx).await;
+    let row = only_delivery(&app, &endpoint_id).await;
+    assert_eq!(row.event_id, event_uuid(&event));
+    assert_eq!((row.status.as_str(), row.attempts), ("PENDING", 1));
+    assert_eq!(row.last_status_code, Some(500));
+    assert_eq!(
+        row.next_attempt_time,
+        start + base,
+        "retried after the base"
+    );
+    assert_eq!(row.lease_until, None);
+
+    dispatcher::round(&ctx).await;
+    assert_eq!(
+        sink.for_event(&event).len(),
+        1,
+        "not due at the same instant"
+    );
+
+    clock.set(from_micros(start + base));
+    dispatcher::round(&ctx).await;
+    let row = only_delivery(&app, &endpoint_id).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("PENDING", 2));
+    assert_eq!(
+        row.next_attempt_time,
+        start + base + 2 * base,
+        "the second failure waits twice the base"
+    );
+
+    clock.set(from_micros(start + 3 * base - 1));
+    dispatcher::round(&ctx).await;
+    assert_eq!(
+        sink.for_event(&event).len(),
+        2,
+        "not due a microsecond early"
+    );
+
+    clock.set(from_micros(start + 3 * base));
+    dispatcher::round(&ctx).await;
+    let row = only_delivery(&app, &endpoint_id).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("DELIVERED", 3));
+    assert_eq!(row.last_status_code, Some(200));
+    assert_eq!(row.deliver_time, Some(start + 3 * base));
+    let got = sink.for_event(&event);
+    assert_eq!(
+        got.iter()
+            .map(|r| (r.attempt(), r.answered))
+            .collect::<Vec<_>>(),
+        vec![(1, 500), (2, 500), (3, 200)]
+    );
+    assert_signed(&secret, &got[2]);
     app.stop().await;
 }
 
