@@ -147,19 +147,15 @@ async fn attempt(ctx: &Ctx, client: &reqwest::Client, id: Uuid) -> Result<bool> 
     let attempt_number = delivery.attempts.saturating_add(1);
     let outcome = match endpoint {
         None => Outcome::Canceled,
-        Some(endpoint) => {
-            // Outbox rows are never deleted: a delivery's event is there.
-            let event = outbox_events::Entity::find_by_id(delivery.event_id)
-                .one(db)
-                .await?
-                .ok_or_else(|| {
-                    Error::Internal(format!(
-                        "the event {} of a webhook delivery is gone",
-                        ids::encode(IdKind::Event, delivery.event_id)
-                    ))
-                })?;
-            send(ctx, client, &endpoint, &event, &delivery, attempt_number).await
-        }
+        // Outbox rows are never deleted; should one vanish, the delivery fails its
+        // attempts and is dead-lettered rather than retried forever.
+        Some(endpoint) => match outbox_events::Entity::find_by_id(delivery.event_id)
+            .one(db)
+            .await?
+        {
+            Some(event) => send(ctx, client, &endpoint, &event, &delivery, attempt_number).await,
+            None => Outcome::Failed(None, "the event no longer exists".into()),
+        },
     };
     record(ctx, &delivery, lease_until, attempt_number, outcome).await?;
     Ok(true)
