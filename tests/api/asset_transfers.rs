@@ -11,7 +11,7 @@ use tenantry::{
         self, AddressType, AssetTransferItemStatus as Status, AssetType, CreditTransactionType,
         TransferMode, tenant_transfer_service_client::TenantTransferServiceClient,
     },
-    storage::entities::{audit_entries, external_assets, members, outbox_events},
+    storage::entities::{addresses, audit_entries, external_assets, members, outbox_events},
 };
 use tonic::{Code, transport::Channel};
 use uuid::Uuid;
@@ -39,6 +39,10 @@ on_both_backends!(
     agency_admins_transfer_only_within_their_agency,
     transfers_are_audited_and_emit_events_for_both_organizations,
     bad_requests_name_every_field,
+    external_types_follow_the_registrys_rules,
+    an_agency_hears_once_of_assets_moved_from_its_tenant_into_itself,
+    a_request_id_reused_with_other_arguments_is_refused,
+    a_full_address_book_takes_no_moved_address,
 );
 
 // ---------------------------------------------------------------------------
@@ -1060,5 +1064,172 @@ async fn bad_requests_name_every_field(backend: Backend) {
     };
     let refused = bulk(&app, &root, mixed).await.expect_err("no amount");
     assert_eq!(violations(&refused), vec!["items[1].credit_amount"]);
+    app.stop().await;
+}
+
+async fn external_types_follow_the_registrys_rules(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let source = tenant(&app, "Here", "").await.id;
+    let target = tenant(&app, "There", "").await.id;
+    let asset = register_external(&app, &source, "knowledge_base", "kb-1").await;
+    // RegisterAsset refuses these types, so no transfer may name them either.
+    for bad in ["knowledge_base_", "knowledge__base", "Knowledge", "2kb"] {
+        let request = proto::TransferAssetsRequest {
+            external_type: bad.into(),
+            ..single(
+                &source,
+                &target,
+                AssetType::External,
+                TransferMode::Move,
+                &["kb-1"],
+            )
+        };
+        let refused = transfer(&app, &app.root(), request).await.expect_err(bad);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{bad}: {refused:?}");
+        assert_eq!(violations(&refused), vec!["external_type"], "{bad}");
+    }
+    assert_eq!(
+        asset_row(&app, asset).await.organization_id,
+        org_uuid(&source)
+    );
+    app.stop().await;
+}
+
+async fn an_agency_hears_once_of_assets_moved_from_its_tenant_into_itself(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let agency = agency_on(&app, "Reseller", "pro").await.id;
+    let tenant_id = tenant(&app, "First", &agency).await.id;
+    add_address(&app, &tenant_id, "Leeds").await;
+    let done = transfer(
+        &app,
+        &app.token("AGENCY_ADMIN", &agency),
+        single(
+            &tenant_id,
+            &agency,
+            AssetType::Addresses,
+            TransferMode::Move,
+            &[],
+        ),
+    )
+    .await
+    .expect("into the agency");
+    let (agency_id, tenant_uuid) = (org_uuid(&agency), org_uuid(&tenant_id));
+    let events = transfer_events(&app).await;
+    let seen_by_agency: Vec<_> = events
+        .iter()
+        .filter(|e| e.organization_id == agency_id || e.agency_id == Some(agency_id))
+        .collect();
+    assert_eq!(seen_by_agency.len(), 1, "{events:?}");
+    assert_eq!(
+        (
+            seen_by_agency[0].organization_id,
+            seen_by_agency[0].agency_id
+        ),
+        (tenant_uuid, Some(agency_id))
+    );
+    let data: serde_json::Value = serde_json::from_str(&seen_by_agency[0].payload).expect("json");
+    assert_eq!(data["transfer_id"], done.transfer_id.as_str());
+    assert_eq!(data["target_organization_id"], agency.as_str());
+    // Each organization's audit log still records the transfer.
+    assert_eq!(transfer_audits(&app).await.len(), 2);
+    app.stop().await;
+}
+
+async fn a_request_id_reused_with_other_arguments_is_refused(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let root = app.root();
+    let source = tenant(&app, "Here", "").await.id;
+    let target = tenant(&app, "There", "").await.id;
+    let leeds = add_address(&app, &source, "Leeds").await.id;
+    let york = add_address(&app, &source, "York").await.id;
+    let first = single(
+        &source,
+        &target,
+        AssetType::Addresses,
+        TransferMode::Copy,
+        &[&leeds],
+    );
+    let done = transfer(&app, &root, first.clone()).await.expect("first");
+    let replayed = transfer(&app, &root, first.clone()).await.expect("replay");
+    assert_eq!(replayed.transfer_id, done.transfer_id);
+    let other = proto::TransferAssetsRequest {
+        ids: vec![york.clone()],
+        mode: TransferMode::Move as i32,
+        ..first
+    };
+    let refused = transfer(&app, &root, other)
+        .await
+        .expect_err("same request id, other arguments");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(violations(&refused), vec!["request_id"]);
+    let mut kept = vec![leeds, york];
+    kept.sort();
+    assert_eq!(address_ids(&app, &source).await, kept);
+    assert_eq!(address_ids(&app, &target).await.len(), 1);
+    assert_eq!(transfer_events(&app).await.len(), 2);
+    app.stop().await;
+}
+
+async fn a_full_address_book_takes_no_moved_address(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let source = tenant(&app, "Here", "").await.id;
+    let target = tenant(&app, "There", "").await.id;
+    let leeds = add_address(&app, &source, "Leeds").await.id;
+    let york = add_address(&app, &source, "York").await.id;
+    // The target holds MAX_ADDRESSES (50) already.
+    for i in 0..50 {
+        addresses::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            organization_id: Set(org_uuid(&target)),
+            kind: Set("MAILING".into()),
+            line1: Set(format!("{i} High St")),
+            line2: Set(String::new()),
+            city: Set("Bath".into()),
+            region: Set(String::new()),
+            postal_code: Set(String::new()),
+            country: Set("GB".into()),
+            create_time: Set(1),
+            update_time: Set(1),
+            version: Set(1),
+        }
+        .insert(app.store.db())
+        .await
+        .expect("insert address");
+    }
+    let before = address_ids(&app, &target).await;
+    assert_eq!(before.len(), 50);
+    let refused = transfer(
+        &app,
+        &app.root(),
+        single(
+            &source,
+            &target,
+            AssetType::Addresses,
+            TransferMode::Move,
+            &[],
+        ),
+    )
+    .await
+    .expect_err("the target's address book is full");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(reason(&refused), "ADDRESS_LIMIT_REACHED");
+    assert_eq!(
+        metadata(&refused, "asset_type").as_deref(),
+        Some("ADDRESSES")
+    );
+    let mut kept = vec![leeds, york];
+    kept.sort();
+    assert_eq!(address_ids(&app, &source).await, kept);
+    assert_eq!(address_ids(&app, &target).await, before);
+    assert!(transfer_audits(&app).await.is_empty());
+    assert!(transfer_events(&app).await.is_empty());
     app.stop().await;
 }

@@ -43,6 +43,8 @@ on_both_backends!(
     a_full_target_agency_refuses_the_tenant,
     lists_follow_direction_status_filter_and_pages,
     deleting_the_tenant_cancels_its_pending_transfer,
+    deleting_the_target_agency_cancels_the_transfers_aimed_at_it,
+    accepting_after_the_target_agency_was_deactivated_fails,
 );
 
 fn new_request_id() -> String {
@@ -1063,7 +1065,7 @@ async fn deleting_the_tenant_cancels_its_pending_transfer(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let (_a, b, t) = world(&app).await;
+    let (a, b, t) = world(&app).await;
     let transfer = request(&app, &app.token("CONFIG_ADMIN", &t.id), &t.id, &b.id).await;
     app.orgs()
         .delete_organization(authed(
@@ -1087,6 +1089,132 @@ async fn deleting_the_tenant_cancels_its_pending_transfer(backend: Backend) {
             Err(Code::PermissionDenied | Code::NotFound)
         ),
         "a deleted tenant's transfer cannot be accepted: {refused:?}"
+    );
+    // Both sides hear of the cancellation, which is audited in the tenant.
+    let (a_id, b_id, t_id) = (org_uuid(&a.id), org_uuid(&b.id), org_uuid(&t.id));
+    let events = events_of(&app, &transfer.id).await;
+    assert_eq!(
+        events[2..],
+        [
+            ("transfer.canceled".to_owned(), t_id, Some(a_id)),
+            ("transfer.canceled".to_owned(), b_id, None),
+        ]
+    );
+    assert_eq!(
+        audit_actions(&app, &transfer.id).await,
+        ["RequestTenantTransfer", "CancelTenantTransfer"]
+    );
+    app.stop().await;
+}
+
+async fn delete_org(app: &TestApp, org_id: &str) -> proto::Organization {
+    app.orgs()
+        .delete_organization(authed(
+            proto::DeleteOrganizationRequest {
+                organization_id: org_id.into(),
+                request_id: new_request_id(),
+                ..Default::default()
+            },
+            &app.root(),
+        ))
+        .await
+        .expect("delete the organization")
+        .into_inner()
+        .organization
+        .expect("organization")
+}
+
+async fn deleting_the_target_agency_cancels_the_transfers_aimed_at_it(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (a, b, t) = world(&app).await;
+    let u = tenant(&app, "Umbrella Corp", &a.id).await;
+    let a_admin = app.token("AGENCY_ADMIN", &a.id);
+    let to_b = request(&app, &a_admin, &t.id, &b.id).await;
+    let also_to_b = request(&app, &a_admin, &u.id, &b.id).await;
+    delete_org(&app, &b.id).await;
+    let (a_id, b_id) = (org_uuid(&a.id), org_uuid(&b.id));
+    for (transfer, tenant) in [(&to_b, &t), (&also_to_b, &u)] {
+        let row = transfer_row(&app, &transfer.id).await;
+        assert_eq!(row.status, "CANCELED");
+        assert_eq!(row.decision_note, "the organization was deleted");
+        assert_eq!(row.version, 2);
+        assert!(row.decide_time.is_some());
+        let shown = get_transfer(&app, &a_admin, &tenant.id, &transfer.id)
+            .await
+            .expect("get");
+        assert_eq!(status_of(&shown), proto::TenantTransferStatus::Canceled);
+        let events = events_of(&app, &transfer.id).await;
+        assert_eq!(
+            events[2..],
+            [
+                (
+                    "transfer.canceled".to_owned(),
+                    org_uuid(&tenant.id),
+                    Some(a_id)
+                ),
+                ("transfer.canceled".to_owned(), b_id, None),
+            ]
+        );
+        assert_eq!(
+            audit_actions(&app, &transfer.id).await,
+            ["RequestTenantTransfer", "CancelTenantTransfer"]
+        );
+        assert_eq!(org_row(&app, &tenant.id).await.parent_id, Some(a_id));
+    }
+    let deleted = outbox_events::Entity::find()
+        .filter(outbox_events::Column::EventType.eq("organization.deleted"))
+        .filter(outbox_events::Column::OrganizationId.eq(b_id))
+        .one(app.store.db())
+        .await
+        .expect("read events")
+        .expect("organization.deleted");
+    let data: serde_json::Value = serde_json::from_str(&deleted.payload).expect("json");
+    assert_eq!(data["canceled_tenant_transfers"], 2);
+    // Nothing pending any more: the tenants may ask again.
+    request(
+        &app,
+        &a_admin,
+        &t.id,
+        &agency_on(&app, "Gamma Agency", "team").await.id,
+    )
+    .await;
+    app.stop().await;
+}
+
+async fn accepting_after_the_target_agency_was_deactivated_fails(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (a, b, t) = world(&app).await;
+    let transfer = request(&app, &app.token("AGENCY_ADMIN", &a.id), &t.id, &b.id).await;
+    app.orgs()
+        .deactivate_organization(authed(
+            proto::DeactivateOrganizationRequest {
+                organization_id: b.id.clone(),
+                reason: "Non-payment".into(),
+                notify_owner: false,
+            },
+            &app.root(),
+        ))
+        .await
+        .expect("deactivate the target");
+    let before = org_row(&app, &t.id).await;
+    let refused = assert_refused(
+        accept(&app, &app.root(), &t.id, &transfer.id).await,
+        Code::FailedPrecondition,
+        "inactive target",
+    );
+    assert_eq!(reason(&refused), "TARGET_AGENCY_INACTIVE");
+    let after = org_row(&app, &t.id).await;
+    assert_eq!(after.parent_id, Some(org_uuid(&a.id)));
+    assert_eq!(after, before);
+    let row = transfer_row(&app, &transfer.id).await;
+    assert_eq!((row.status.as_str(), row.version), ("PENDING", 1));
+    assert_eq!(
+        audit_actions(&app, &transfer.id).await,
+        ["RequestTenantTransfer"]
     );
     app.stop().await;
 }

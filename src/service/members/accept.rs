@@ -153,20 +153,14 @@ pub async fn accept(
             return Err(limit_reached(&org, "max_team_members", current, allowed));
         }
     }
-    let mut previous_owner_user_id = org.owner_user_id.clone();
+    // A pending owner invitation exists only while the organization has no owner
+    // (CreateOrganization with an owner, TransferOwnership to someone new: both leave
+    // `owner_user_id` empty and no member flagged), so this names the previous owner
+    // only for the record.
+    let previous_owner_user_id = org.owner_user_id.clone();
     if invitation.is_owner {
-        // One owner per organization: the invitation names the new one; an owner still
-        // flagged (an organization that already has one) loses the flag and keeps its
-        // role (at least CONFIG_ADMIN, as every owner's).
-        if let Some(previous) = members::Entity::find()
-            .filter(members::Column::OrganizationId.eq(org.id))
-            .filter(members::Column::IsOwner.eq(true))
-            .one(&*tx)
-            .await?
-            && previous_owner_user_id.is_empty()
-        {
-            previous_owner_user_id = previous.user_id;
-        }
+        // One owner per organization: the invitation names the new one; should a member
+        // still be flagged, it loses the flag and keeps its role.
         members::Entity::update_many()
             .col_expr(members::Column::IsOwner, Expr::value(false))
             .col_expr(members::Column::UpdateTime, Expr::value(now))

@@ -106,27 +106,15 @@ pub async fn invite(
             .filter(invitations::Column::Status.eq(InvitationStatus::Pending.as_str()))
             .exec(&*tx)
             .await?;
-        let token = api_key::random_token(TOKEN_PREFIX);
-        let id = new_id();
-        let row = invitations::ActiveModel {
-            id: Set(id),
-            organization_id: Set(org.id),
-            email: Set(email.clone()),
-            name: Set(name.clone()),
-            role: Set(role.as_str().to_owned()),
-            is_owner: Set(owner),
-            token_hash: Set(api_key::hash(&token)),
-            status: Set(InvitationStatus::Pending.as_str().to_owned()),
-            inviter: Set(principal.actor_id().to_owned()),
-            create_time: Set(now),
-            expire_time: Set(now.saturating_add(ttl_micros(&ctx))),
-            accept_time: Set(None),
-        }
-        .insert(&*tx)
-        .await?;
         let request_id = audit_request_id(&caller, key.as_ref());
-        let event = emit_invited(&tx, now, &org, &row, request_id).await?;
-        email::queue_invitation(&tx, now, &org, Some(event), &row, &token).await?;
+        let invitation = NewInvitation {
+            email: &email,
+            name: &name,
+            role,
+            owner,
+            inviter: principal.actor_id(),
+        };
+        let (row, token) = issue_invitation(&ctx, &tx, &org, now, invitation, request_id).await?;
         audit(
             &tx,
             &ctx,
@@ -135,7 +123,7 @@ pub async fn invite(
                 organization_id: org.id,
                 action: "InviteMember",
                 target_type: "invitation",
-                target_id: ids::encode(IdKind::Invitation, id),
+                target_id: ids::encode(IdKind::Invitation, row.id),
                 request_id,
                 summary: json!({
                     "email": email, "role": role.as_str(), "owner": owner,
@@ -164,6 +152,53 @@ pub async fn invite(
         .await;
     }
     Ok(response)
+}
+
+/// An invitation to issue.
+pub(crate) struct NewInvitation<'a> {
+    /// The invitee's email, already validated.
+    pub email: &'a str,
+    /// The invitee's name (may be empty).
+    pub name: &'a str,
+    pub role: MemberRole,
+    /// Whether accepting it makes the invitee the owner.
+    pub owner: bool,
+    /// Who invites (the principal's actor id).
+    pub inviter: &'a str,
+}
+
+/// Issues a PENDING invitation of `org` expiring after `settings.invitation_ttl`: its
+/// token (returned, stored only as a hash), its `member.invited` / `owner.invited`
+/// event and the email carrying the token. The caller holds the organization's row
+/// lock, revoked what the invitation replaces and audits.
+pub(crate) async fn issue_invitation(
+    ctx: &Ctx,
+    tx: &Tx,
+    org: &organizations::Model,
+    now: i64,
+    new: NewInvitation<'_>,
+    request_id: &str,
+) -> Result<(invitations::Model, String)> {
+    let token = api_key::random_token(TOKEN_PREFIX);
+    let row = invitations::ActiveModel {
+        id: Set(new_id()),
+        organization_id: Set(org.id),
+        email: Set(new.email.to_owned()),
+        name: Set(new.name.to_owned()),
+        role: Set(new.role.as_str().to_owned()),
+        is_owner: Set(new.owner),
+        token_hash: Set(api_key::hash(&token)),
+        status: Set(InvitationStatus::Pending.as_str().to_owned()),
+        inviter: Set(new.inviter.to_owned()),
+        create_time: Set(now),
+        expire_time: Set(now.saturating_add(ttl_micros(ctx))),
+        accept_time: Set(None),
+    }
+    .insert(&**tx)
+    .await?;
+    let event = emit_invited(tx, now, org, &row, request_id).await?;
+    email::queue_invitation(tx, now, org, Some(event), &row, &token).await?;
+    Ok((row, token))
 }
 
 /// Refuses an invitation that would take the team past the plan's `max_team_members`:

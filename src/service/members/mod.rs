@@ -12,8 +12,8 @@ mod roster;
 
 pub use accept::accept;
 pub use invitations::{list_invitations, revoke_invitation};
-pub(crate) use invite::check_team_room;
 pub use invite::invite;
+pub(crate) use invite::{NewInvitation, check_team_room, issue_invitation};
 pub use roster::{list_members, remove, update_role};
 
 use serde_json::json;
@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// Longest member or invitee name.
-const MAX_NAME_LEN: usize = 200;
+pub(crate) const MAX_NAME_LEN: usize = 200;
 
 /// The caller role that corresponds to a member role, to compare powers.
 fn power(role: MemberRole) -> CallerRole {

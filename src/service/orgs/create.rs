@@ -6,7 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, OrgAccess, api_key},
+    auth::{Caller, OrgAccess},
     domain::events::types,
     domain::{
         ids::{self, IdKind, new_id},
@@ -17,22 +17,18 @@ use crate::{
         text,
     },
     error::{Error, Result, Violations},
-    events::{email, outbox},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{
         audit, audit_request_id,
         billing::quotas::effective_limits,
         commit_redacted, idempotency_key,
-        members::emit_invited,
+        members::{NewInvitation, issue_invitation},
         replayed, settle,
         subscriptions::{limit_reached, organizations_count},
     },
-    storage::{
-        Tx,
-        audit::AuditRecord,
-        entities::{invitations, organizations},
-    },
+    storage::{Tx, audit::AuditRecord, entities::organizations},
 };
 
 use super::{
@@ -284,26 +280,14 @@ async fn insert_org(
         ..Default::default()
     };
     if let Some((email, name)) = &new.owner {
-        let token = api_key::random_token("ivt_tok_");
-        let invitation = invitations::ActiveModel {
-            id: Set(new_id()),
-            organization_id: Set(id),
-            email: Set(email.clone()),
-            name: Set(name.clone()),
-            role: Set(MemberRole::ConfigAdmin.as_str().to_owned()),
-            is_owner: Set(true),
-            token_hash: Set(api_key::hash(&token)),
-            status: Set("PENDING".to_owned()),
-            inviter: Set(principal.actor_id().to_owned()),
-            create_time: Set(now),
-            expire_time: Set(now
-                + i64::try_from(ctx.settings.invitation_ttl.as_micros()).unwrap_or(i64::MAX / 2)),
-            accept_time: Set(None),
-        }
-        .insert(&*tx)
-        .await?;
-        let event = emit_invited(&tx, now, &row, &invitation, request_id).await?;
-        email::queue_invitation(&tx, now, &row, Some(event), &invitation, &token).await?;
+        let owner = NewInvitation {
+            email,
+            name,
+            role: MemberRole::ConfigAdmin,
+            owner: true,
+            inviter: principal.actor_id(),
+        };
+        let (invitation, token) = issue_invitation(ctx, &tx, &row, now, owner, request_id).await?;
         response.owner_invitation = Some(convert::invitation(&invitation, now));
         response.owner_invitation_token = token;
     }

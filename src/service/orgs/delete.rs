@@ -2,8 +2,8 @@
 //! revoking its API keys, idempotent across concurrent retries.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, ExprTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     auth::Caller,
     domain::{
-        events::{TenantTransferStatus, types},
+        events::types,
         ids::{self, IdKind},
         org::OrgKind,
     },
@@ -20,12 +20,13 @@ use crate::{
     grpc::{Ctx, convert},
     proto,
     service::{
-        agent_count, audit, audit_request_id, check_etag, commit, idempotency_key, replayed, settle,
+        agent_count, audit, audit_request_id, check_etag, commit, idempotency_key, replayed,
+        settle, transfers,
     },
     storage::{
         Tx,
         audit::AuditRecord,
-        entities::{api_keys, organizations, tenant_transfers},
+        entities::{api_keys, organizations},
     },
 };
 
@@ -162,30 +163,8 @@ pub(crate) async fn soft_delete(
         .await?;
     // Pending tenant transfers of the organization (as the tenant or as the target
     // agency) cannot complete any more: they end CANCELED with the reason.
-    let canceled_transfers = tenant_transfers::Entity::update_many()
-        .col_expr(
-            tenant_transfers::Column::Status,
-            Expr::value(TenantTransferStatus::Canceled.as_str()),
-        )
-        .col_expr(
-            tenant_transfers::Column::DecisionNote,
-            Expr::value("the organization was deleted"),
-        )
-        .col_expr(tenant_transfers::Column::DecideTime, Expr::value(now))
-        .col_expr(tenant_transfers::Column::UpdateTime, Expr::value(now))
-        .col_expr(
-            tenant_transfers::Column::Version,
-            Expr::col(tenant_transfers::Column::Version).add(1),
-        )
-        .filter(tenant_transfers::Column::Status.eq(TenantTransferStatus::Pending.as_str()))
-        .filter(
-            Condition::any()
-                .add(tenant_transfers::Column::TenantOrganizationId.eq(org.id))
-                .add(tenant_transfers::Column::TargetAgencyId.eq(org.id)),
-        )
-        .exec(&**tx)
-        .await?
-        .rows_affected;
+    let canceled_transfers =
+        transfers::tenants::cancel_pending_of(tx, org, now, request_id).await?;
     let data = json!({
         "organization_id": ids::encode(IdKind::Organization, org.id),
         "slug": org.slug,

@@ -6,28 +6,31 @@
 //! and has no `owner_user_id`; AcceptInvitation completes the handover.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, ExprTrait, QueryFilter,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr,
 };
 use serde_json::json;
 use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, api_key},
+    auth::Caller,
     domain::{
         events::types,
-        ids::{self, IdKind, new_id},
+        ids::{self, IdKind},
         org::{InvitationStatus, MemberRole},
         text,
     },
     error::{Error, Result, Violations},
-    events::{email, outbox},
+    events::outbox,
     grpc::{Ctx, convert},
     proto,
     service::{
-        audit, audit_request_id, check_etag, commit, idempotency_key, members::check_team_room,
-        orgs::lock_live, replayed, settle,
+        audit, audit_request_id,
+        billing::require_request_id,
+        check_etag, commit, idempotency_key,
+        members::{MAX_NAME_LEN, NewInvitation, check_team_room, issue_invitation},
+        orgs::{lock_live, save_versioned},
+        replayed, settle,
     },
     storage::{
         Tx,
@@ -35,16 +38,6 @@ use crate::{
         entities::{invitations, members, organizations},
     },
 };
-
-/// Longest new owner name.
-const MAX_NAME_LEN: usize = 200;
-
-/// Prefix of invitation tokens (as InviteMember issues them).
-const TOKEN_PREFIX: &str = "ivt_tok_";
-
-fn ttl_micros(ctx: &Ctx) -> i64 {
-    i64::try_from(ctx.settings.invitation_ttl.as_micros()).unwrap_or(i64::MAX / 2)
-}
 
 fn role_of(member: &members::Model) -> MemberRole {
     member.role.parse().unwrap_or(MemberRole::Member)
@@ -99,27 +92,15 @@ async fn set_owner(
     email: &str,
     name: &str,
 ) -> Result<organizations::Model> {
-    let updated = organizations::Entity::update_many()
-        .col_expr(organizations::Column::OwnerUserId, Expr::value(user_id))
-        .col_expr(organizations::Column::OwnerEmail, Expr::value(email))
-        .col_expr(organizations::Column::OwnerName, Expr::value(name))
-        .col_expr(organizations::Column::UpdateTime, Expr::value(now))
-        .col_expr(
-            organizations::Column::Version,
-            Expr::col(organizations::Column::Version).add(1),
-        )
-        .filter(organizations::Column::Id.eq(org.id))
-        .filter(organizations::Column::Version.eq(org.version))
-        .exec(&**tx)
-        .await?
-        .rows_affected;
-    if updated != 1 {
-        return Err(Error::stale_etag());
-    }
-    organizations::Entity::find_by_id(org.id)
-        .one(&**tx)
-        .await?
-        .ok_or_else(|| Error::not_found("organization", &ids::encode(IdKind::Organization, org.id)))
+    let row = organizations::ActiveModel {
+        owner_user_id: Set(user_id.to_owned()),
+        owner_email: Set(email.to_owned()),
+        owner_name: Set(name.to_owned()),
+        update_time: Set(now),
+        version: Set(org.version + 1),
+        ..Default::default()
+    };
+    save_versioned(tx, row, org.id, org.version).await
 }
 
 /// Where the ownership went.
@@ -152,9 +133,7 @@ pub async fn transfer_ownership(
             text::bounded(req.new_owner_name.trim(), MAX_NAME_LEN).map(str::to_owned),
         )
         .unwrap_or_default();
-    if req.request_id.is_empty() {
-        v.add("request_id", "is required");
-    }
+    require_request_id(&mut v, &req.request_id);
     v.finish()?;
     let Some(email) = email else {
         return Err(Error::Internal("validated email missing".into()));
@@ -239,30 +218,16 @@ pub async fn transfer_ownership(
             None => {
                 // Someone new: an owner invitation, sent by email.
                 check_team_room(&ctx, &tx, &org, &email, now).await?;
-                let token = api_key::random_token(TOKEN_PREFIX);
-                let invitation = invitations::ActiveModel {
-                    id: Set(new_id()),
-                    organization_id: Set(org.id),
-                    email: Set(email.clone()),
-                    name: Set(name.clone()),
-                    role: Set(MemberRole::ConfigAdmin.as_str().to_owned()),
-                    is_owner: Set(true),
-                    token_hash: Set(api_key::hash(&token)),
-                    status: Set(InvitationStatus::Pending.as_str().to_owned()),
-                    inviter: Set(principal.actor_id().to_owned()),
-                    create_time: Set(now),
-                    expire_time: Set(now.saturating_add(ttl_micros(&ctx))),
-                    accept_time: Set(None),
-                }
-                .insert(&*tx)
-                .await?;
-                let event = outbox::emit(&tx, now, &org, types::OWNER_INVITED, request_id, json!({
-                    "organization_id": ids::encode(IdKind::Organization, org.id),
-                    "invitation_id": ids::encode(IdKind::Invitation, invitation.id),
-                    "email": invitation.email, "role": invitation.role, "owner": true,
-                }))
-                .await?;
-                email::queue_invitation(&tx, now, &org, Some(event), &invitation, &token).await?;
+                let owner = NewInvitation {
+                    email: &email,
+                    name: &name,
+                    role: MemberRole::ConfigAdmin,
+                    owner: true,
+                    inviter: principal.actor_id(),
+                };
+                // The token goes by email only.
+                let (invitation, _token) =
+                    issue_invitation(&ctx, &tx, &org, now, owner, request_id).await?;
                 NewOwner { user_id: String::new(), email: email.clone(), name: name.clone(), invitation: Some(invitation) }
             }
         };

@@ -23,7 +23,9 @@ use crate::{
     grpc::{Ctx, convert},
     proto,
     service::{
-        audit, audit_request_id, check_etag, commit,
+        audit, audit_request_id,
+        billing::require_request_id,
+        check_etag, commit,
         filtering::compare,
         idempotency_key,
         paging::{finish_keyed, parse_order},
@@ -33,9 +35,9 @@ use crate::{
 };
 
 /// Longest external type.
-pub const MAX_TYPE_LEN: usize = 64;
+pub(crate) const MAX_TYPE_LEN: usize = 64;
 /// Longest external id.
-pub const MAX_EXTERNAL_ID_LEN: usize = 256;
+pub(crate) const MAX_EXTERNAL_ID_LEN: usize = 256;
 /// Longest display name.
 const MAX_DISPLAY_NAME_LEN: usize = 200;
 /// Most attributes per asset.
@@ -47,7 +49,7 @@ const MAX_ATTRIBUTE_VALUE_LEN: usize = 1024;
 
 /// Checks an external type: lower_snake_case (a lowercase letter, then lowercase
 /// letters, digits and single underscores), 1 to 64 characters.
-pub fn external_type(text: &str) -> std::result::Result<&str, String> {
+pub(crate) fn external_type(text: &str) -> std::result::Result<&str, String> {
     let shape = "must be lower_snake_case like knowledge_base";
     if text.is_empty() {
         return Err("must not be empty".into());
@@ -66,7 +68,7 @@ pub fn external_type(text: &str) -> std::result::Result<&str, String> {
 }
 
 /// Checks an external id: 1 to 256 characters, no control characters.
-pub fn external_id(text: &str) -> std::result::Result<&str, String> {
+pub(crate) fn external_id(text: &str) -> std::result::Result<&str, String> {
     if text.is_empty() {
         return Err("must not be empty".into());
     }
@@ -155,9 +157,7 @@ pub async fn register(
         )
         .unwrap_or_default();
     check_attributes(&mut v, &req.attributes);
-    if req.request_id.is_empty() {
-        v.add("request_id", "is required");
-    }
+    require_request_id(&mut v, &req.request_id);
     v.finish()?;
     let key = idempotency_key(&principal, "RegisterAsset", &req.request_id, &req)?;
     let result = async {
@@ -166,15 +166,8 @@ pub async fn register(
             return Ok(done);
         }
         let org = access.org();
-        let existing = assets::Entity::find()
-            .filter(assets::Column::OrganizationId.eq(org.id))
-            .filter(assets::Column::ExternalType.eq(req.external_type.as_str()))
-            .filter(assets::Column::ExternalId.eq(req.external_id.as_str()))
-            .one(&*tx)
-            .await?;
-        if existing.is_some() {
-            return Err(already_registered(&req.external_type, &req.external_id));
-        }
+        // `(organization, external_type, external_id)` is unique: a duplicate fails the
+        // insert.
         let now = ctx.store.now();
         let id = new_id();
         let row = assets::ActiveModel {

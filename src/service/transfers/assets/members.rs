@@ -7,8 +7,8 @@
 use std::str::FromStr;
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, sea_query::Expr,
 };
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
     },
     error::{Error, Result},
     proto::TransferMode,
-    service::{billing::quotas::effective_limits, subscriptions::limit_reached},
+    service::members::check_team_room,
     storage::entities::{invitations, members},
 };
 
@@ -75,7 +75,9 @@ pub(super) async fn apply(run: &Run<'_>, item: &Item, report: &mut Report) -> Re
             );
             continue;
         }
-        if let Err(error) = check_team_room(run, &member.email).await {
+        if let Err(error) =
+            check_team_room(run.ctx, run.tx, &run.target, &member.email, run.now).await
+        {
             report.refuse(item, &id, error)?;
             continue;
         }
@@ -94,34 +96,6 @@ fn fitted_role(role: &str, target_kind: OrgKind) -> MemberRole {
         Ok(_) => MemberRole::ConfigAdmin,
         Err(_) => MemberRole::Member,
     }
-}
-
-/// Refuses a member beyond the target's `max_team_members`: members plus pending,
-/// unexpired invitations of other emails (an invitation of this email is replaced).
-async fn check_team_room(run: &Run<'_>, email: &str) -> Result<()> {
-    let target = &run.target;
-    let catalogue = &run.ctx.settings.billing.catalogue;
-    let Some(allowed) = effective_limits(catalogue, target).max_team_members else {
-        return Ok(());
-    };
-    let team = members::Entity::find()
-        .filter(members::Column::OrganizationId.eq(target.id))
-        .count(&**run.tx)
-        .await?;
-    let invited = invitations::Entity::find()
-        .filter(invitations::Column::OrganizationId.eq(target.id))
-        .filter(invitations::Column::Email.ne(email))
-        .filter(invitations::Column::Status.eq(InvitationStatus::Pending.as_str()))
-        .filter(invitations::Column::ExpireTime.gt(run.now))
-        .count(&**run.tx)
-        .await?;
-    let current = i64::try_from(team + invited).unwrap_or(i64::MAX);
-    if current >= allowed {
-        return Err(limit_reached(target, "max_team_members", current, allowed)
-            .with("members", team)
-            .with("pending_invitations", invited));
-    }
-    Ok(())
 }
 
 /// Adds the membership to the target (a copy) or moves the row there, and revokes the

@@ -12,16 +12,13 @@ use crate::{
     },
     error::Violations,
     proto::AssetType,
+    service::transfers::registry,
 };
 
 /// Most ids of one item.
 const MAX_IDS: usize = 500;
 /// Longest user id (the `members.user_id` column).
 const MAX_USER_ID_LEN: usize = 255;
-/// Longest external id (as RegisterAsset accepts).
-const MAX_EXTERNAL_ID_LEN: usize = 256;
-/// Longest external type.
-const MAX_EXTERNAL_TYPE_LEN: usize = 64;
 
 /// One asset named by the caller: the id as given and, for row ids, its uuid.
 #[derive(Debug, Clone)]
@@ -64,9 +61,7 @@ pub(super) fn parse_ids(
                 Some(problem) => Err(problem.to_owned()),
                 None => Ok(None),
             },
-            AssetType::External => {
-                text_id(given, MAX_EXTERNAL_ID_LEN, "must be an external id").map(|()| None)
-            }
+            AssetType::External => registry::external_id(given).map(|_| None),
             AssetType::Credits | AssetType::Unspecified => Ok(None),
         };
         match parsed {
@@ -94,21 +89,12 @@ fn text_id(given: &str, max: usize, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Why an external type is invalid (lower_snake_case, 1-64 characters), if it is.
+/// Why an external type is invalid (as RegisterAsset checks it), if it is.
 pub(super) fn external_type_problem(text: &str) -> Option<String> {
-    let ok = !text.is_empty()
-        && text.len() <= MAX_EXTERNAL_TYPE_LEN
-        && text.starts_with(|c: char| c.is_ascii_lowercase())
-        && text
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    (!ok).then(|| {
-        if text.is_empty() {
-            "is required with asset_type EXTERNAL".to_owned()
-        } else {
-            format!("must be lower_snake_case of 1 to {MAX_EXTERNAL_TYPE_LEN} characters")
-        }
-    })
+    if text.is_empty() {
+        return Some("is required with asset_type EXTERNAL".to_owned());
+    }
+    registry::external_type(text).err()
 }
 
 #[cfg(test)]
@@ -124,5 +110,7 @@ mod tests {
         assert!(external_type_problem("2site").is_some());
         assert!(external_type_problem("phone-number").is_some());
         assert!(external_type_problem(&"a".repeat(65)).is_some());
+        assert!(external_type_problem("kb_").is_some());
+        assert!(external_type_problem("a__b").is_some());
     }
 }

@@ -1,5 +1,6 @@
 //! The trail of a transfer: one audit entry in each organization and one
-//! `assets.transferred` event for each, sharing the transfer id and a summary of
+//! `assets.transferred` event for each (seen once by an agency party to its tenant's
+//! transfer), sharing the transfer id and a summary of
 //! counts per asset type (no secrets: ids, counts, amounts).
 
 use std::collections::BTreeMap;
@@ -110,7 +111,8 @@ fn summary(run: &Run<'_>, items: &[Item], results: &[AssetTransferResult]) -> Va
     out
 }
 
-/// Audits the transfer in both organizations and emits its event for both.
+/// Audits the transfer in both organizations and emits its event for both (once for an
+/// agency that is the other organization's agency: it sees that one's event).
 pub(super) async fn write(
     run: &Run<'_>,
     items: &[Item],
@@ -132,15 +134,14 @@ pub(super) async fn write(
             },
         )
         .await?;
-        outbox::emit(
-            run.tx,
-            run.now,
-            org,
-            types::ASSETS_TRANSFERRED,
-            run.request_id,
-            summary.clone(),
-        )
-        .await?;
     }
-    Ok(())
+    outbox::emit_for_parties(
+        run.tx,
+        run.now,
+        &[&run.source, &run.target],
+        types::ASSETS_TRANSFERRED,
+        run.request_id,
+        summary,
+    )
+    .await
 }

@@ -3,6 +3,7 @@
 
 use crate::{
     auth::OrgAccess,
+    domain::text,
     error::Violations,
     grpc::convert,
     proto::{AssetType, TransferMode},
@@ -79,15 +80,9 @@ pub(super) fn parse_common(
             "must differ from source_organization_id",
         );
     }
-    let reason = reason.trim();
-    if reason.chars().count() > MAX_REASON_LEN {
-        v.add(
-            "reason",
-            format!("must be at most {MAX_REASON_LEN} characters"),
-        );
-    } else if reason.chars().any(char::is_control) {
-        v.add("reason", "must not contain control characters");
-    }
+    let reason = v
+        .check("reason", text::bounded(reason.trim(), MAX_REASON_LEN))
+        .unwrap_or_default();
     if !validate_only {
         require_request_id(v, request_id);
     }

@@ -23,19 +23,6 @@ use crate::{
 
 use super::parse_transfer_id;
 
-/// How the caller relates to a transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Party {
-    /// An operator (root role or SYSTEM).
-    Operator,
-    /// In the tenant's scope: its admins or its current agency's admin.
-    Tenant,
-    /// An admin of the target agency.
-    TargetAgency,
-    /// An admin of the source agency, after the tenant left it (reading only).
-    SourceAgency,
-}
-
 /// Which agencies outside the tenant's scope are admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Admit {
@@ -53,8 +40,6 @@ pub(super) struct Admitted {
     pub tenant: organizations::Model,
     /// The transfer, as read during authorization.
     pub transfer: transfers::Model,
-    /// How the caller relates to it.
-    pub party: Party,
 }
 
 /// The transfer `id` of `tenant_id`, if any.
@@ -98,19 +83,10 @@ pub(super) async fn authorize(
             let transfer = load(ctx, tenant.id, id)
                 .await?
                 .ok_or_else(|| Error::not_found("tenant transfer", transfer_id))?;
-            let principal = caller.principal()?.clone();
-            let party = if principal.role.is_operator() {
-                Party::Operator
-            } else if admin_of(&principal, transfer.target_agency_id) {
-                Party::TargetAgency
-            } else {
-                Party::Tenant
-            };
             Ok(Admitted {
-                principal,
+                principal: caller.principal()?.clone(),
                 tenant,
                 transfer,
-                party,
             })
         }
         Err(Error::PermissionDenied(_)) => {
@@ -152,18 +128,12 @@ async fn outside(
     let Some(transfer) = load(ctx, tenant.id, id).await? else {
         return Ok(None);
     };
-    let party = if admin_of(&principal, transfer.target_agency_id) {
-        Party::TargetAgency
-    } else if admit == Admit::Parties && admin_of(&principal, transfer.source_agency_id) {
-        Party::SourceAgency
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Admitted {
+    let admitted = admin_of(&principal, transfer.target_agency_id)
+        || (admit == Admit::Parties && admin_of(&principal, transfer.source_agency_id));
+    Ok(admitted.then_some(Admitted {
         principal,
         tenant,
         transfer,
-        party,
     }))
 }
 
@@ -172,9 +142,8 @@ async fn outside(
 pub(super) fn may_decide(admitted: &Admitted, verb: &str) -> Result<()> {
     let role = admitted.principal.role;
     let allowed = role == CallerRole::RootAdmin
-        || (admitted.party == Party::TargetAgency
-            && role == CallerRole::AgencyAdmin
-            && admitted.transfer.target_agency_id.is_some());
+        || (role == CallerRole::AgencyAdmin
+            && admin_of(&admitted.principal, admitted.transfer.target_agency_id));
     if allowed {
         return Ok(());
     }

@@ -121,7 +121,6 @@ pub async fn cancel(
         principal: caller.principal()?.clone(),
         tenant: access.org().clone(),
         transfer,
-        party: access::Party::Tenant,
     };
     let transfer = conclude(
         &ctx,

@@ -2,8 +2,8 @@
 //! transfer (shared with accept, reject and cancel).
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use crate::{
     service::{audit, billing::credits::purchase::system_principal, orgs},
     storage::{
         Tx,
-        audit::AuditRecord,
+        audit::{AuditRecord, record as record_audit},
         entities::{organizations, tenant_transfers as transfers},
     },
 };
@@ -27,6 +27,13 @@ use super::{emit, event_data, rfc3339};
 
 /// The internal principal expiries are recorded under.
 const EXPIRY_PRINCIPAL: &str = "tenant-transfer-expiry";
+
+/// The internal principal cancellations by an organization's deletion are recorded
+/// under.
+const DELETION_PRINCIPAL: &str = "organization-deletion";
+
+/// The decision note of a transfer canceled because a party was deleted.
+const DELETED_NOTE: &str = "the organization was deleted";
 
 /// Transfers expired per transaction round of [`expire_due`].
 const BATCH: u64 = 200;
@@ -126,9 +133,10 @@ pub(super) async fn expire_row(
 /// logged and the others go on; the error is returned only when nothing expired.
 pub async fn expire_due(ctx: &Ctx) -> Result<usize> {
     let now = ctx.store.now();
-    let due: Vec<Uuid> = transfers::Entity::find()
+    let due: Vec<(Uuid, Uuid)> = transfers::Entity::find()
         .select_only()
         .column(transfers::Column::Id)
+        .column(transfers::Column::TenantOrganizationId)
         .filter(transfers::Column::Status.eq(TenantTransferStatus::Pending.as_str()))
         .filter(transfers::Column::ExpireTime.lte(now))
         .order_by_asc(transfers::Column::ExpireTime)
@@ -138,8 +146,8 @@ pub async fn expire_due(ctx: &Ctx) -> Result<usize> {
         .await?;
     let mut expired = 0;
     let mut first_error = None;
-    for id in due {
-        match expire_one(ctx, id).await {
+    for (id, tenant_id) in due {
+        match expire_one(ctx, id, tenant_id).await {
             Ok(true) => expired += 1,
             Ok(false) => {}
             Err(error) => {
@@ -154,16 +162,14 @@ pub async fn expire_due(ctx: &Ctx) -> Result<usize> {
     }
 }
 
-/// Expires one transfer if it is still PENDING and due under the tenant's row lock.
-async fn expire_one(ctx: &Ctx, id: Uuid) -> Result<bool> {
+/// Expires one transfer of `tenant_id` if it is still PENDING and due under the
+/// tenant's row lock.
+async fn expire_one(ctx: &Ctx, id: Uuid, tenant_id: Uuid) -> Result<bool> {
     let tx = ctx.store.write().await?;
-    let Some(row) = transfers::Entity::find_by_id(id).one(&*tx).await? else {
+    let Some(tenant) = orgs::lock_org(&tx, tenant_id).await? else {
         return Ok(false);
     };
-    let Some(tenant) = orgs::lock_org(&tx, row.tenant_organization_id).await? else {
-        return Ok(false);
-    };
-    // Read again under the lock: a decision may have committed in between.
+    // Read under the lock: a decision may have committed since the sweep's query.
     let Some(row) = transfers::Entity::find_by_id(id).one(&*tx).await? else {
         return Ok(false);
     };
@@ -180,4 +186,91 @@ async fn expire_one(ctx: &Ctx, id: Uuid) -> Result<bool> {
         .is_some();
     tx.commit().await?;
     Ok(done)
+}
+
+/// Cancels the PENDING transfers an organization being deleted takes part in (as the
+/// tenant or as the target agency): each ends CANCELED through [`finish`] with the
+/// decision note "the organization was deleted", is audited in the tenant under the
+/// internal principal `system:organization-deletion` with the deletion's
+/// `request_id`, and emits `transfer.canceled` for the tenant and the target agency.
+/// The caller holds the organization's row lock (not the other tenants'; the
+/// conditional write decides a race with a concurrent decision). Returns how many
+/// were canceled.
+pub async fn cancel_pending_of(
+    tx: &Tx,
+    org: &organizations::Model,
+    now: i64,
+    request_id: &str,
+) -> Result<u64> {
+    let pending = transfers::Entity::find()
+        .filter(transfers::Column::Status.eq(TenantTransferStatus::Pending.as_str()))
+        .filter(
+            Condition::any()
+                .add(transfers::Column::TenantOrganizationId.eq(org.id))
+                .add(transfers::Column::TargetAgencyId.eq(org.id)),
+        )
+        .order_by_asc(transfers::Column::Id)
+        .all(&**tx)
+        .await?;
+    let principal = system_principal(DELETION_PRINCIPAL);
+    let mut canceled = 0;
+    for row in pending {
+        let tenant = if row.tenant_organization_id == org.id {
+            Some(org.clone())
+        } else {
+            organizations::Entity::find_by_id(row.tenant_organization_id)
+                .one(&**tx)
+                .await?
+        };
+        let Some(tenant) = tenant else {
+            continue;
+        };
+        let Some(done) = finish(
+            tx,
+            &row,
+            TenantTransferStatus::Canceled,
+            String::new(),
+            DELETED_NOTE.to_owned(),
+            now,
+            now,
+        )
+        .await?
+        else {
+            continue;
+        };
+        canceled += 1;
+        record_audit(
+            tx,
+            &principal,
+            now,
+            AuditRecord {
+                organization_id: tenant.id,
+                action: "CancelTenantTransfer",
+                target_type: "tenant_transfer",
+                target_id: ids::encode(IdKind::TenantTransfer, done.id),
+                request_id,
+                summary: json!({
+                    "status": done.status,
+                    "decision_note": done.decision_note,
+                    "deleted_organization_id": ids::encode(IdKind::Organization, org.id),
+                    "source_agency_id": done.source_agency_id.map(|a| ids::encode(IdKind::Organization, a)),
+                    "target_agency_id": done.target_agency_id.map(|a| ids::encode(IdKind::Organization, a)),
+                    "to_self_managed": done.to_self_managed,
+                }),
+            },
+        )
+        .await?;
+        let data = event_data(&done, &tenant);
+        emit(
+            tx,
+            now,
+            &tenant,
+            done.target_agency_id,
+            types::TRANSFER_CANCELED,
+            request_id,
+            data,
+        )
+        .await?;
+    }
+    Ok(canceled)
 }

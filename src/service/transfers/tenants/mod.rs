@@ -37,7 +37,7 @@ mod read;
 mod request;
 
 pub use decide::{accept, cancel, reject};
-pub use expire::expire_due;
+pub use expire::{cancel_pending_of, expire_due};
 pub use list::list;
 pub use read::get;
 pub use request::request;
@@ -180,15 +180,13 @@ async fn emit(
     request_id: &str,
     data: Value,
 ) -> Result<()> {
-    outbox::emit(tx, now, tenant, event_type, request_id, data.clone()).await?;
-    if let Some(agency_id) = other_agency.filter(|a| tenant.parent_id != Some(*a))
-        && let Some(agency) = organizations::Entity::find_by_id(agency_id)
-            .one(&**tx)
-            .await?
-    {
-        outbox::emit(tx, now, &agency, event_type, request_id, data).await?;
-    }
-    Ok(())
+    let agency = match other_agency {
+        Some(id) => organizations::Entity::find_by_id(id).one(&**tx).await?,
+        None => None,
+    };
+    let mut parties = vec![tenant];
+    parties.extend(agency.as_ref());
+    outbox::emit_for_parties(tx, now, &parties, event_type, request_id, data).await
 }
 
 /// FAILED_PRECONDITION `TRANSFER_NOT_PENDING`, naming the status it has.

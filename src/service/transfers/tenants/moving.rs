@@ -1,14 +1,14 @@
 //! The move itself of an accepted transfer: the tenant's parent changes, after the
 //! target agency is checked to still be a live, active agency with room for it.
 
-use sea_orm::{ActiveValue::Set, EntityTrait, IntoActiveModel};
+use sea_orm::{ActiveValue::Set, IntoActiveModel};
 use uuid::Uuid;
 
 use crate::{
     domain::org::{OrgKind, OrgStatus},
     error::{Error, Result},
     grpc::Ctx,
-    service::orgs::{check_agency_room, save_versioned},
+    service::orgs::{check_agency_room, lock_org, save_versioned},
     storage::{
         Tx,
         entities::{organizations, tenant_transfers as transfers},
@@ -60,8 +60,10 @@ pub(super) async fn move_tenant(
 
 /// The target must still be a live, active agency.
 async fn check_target(tx: &Tx, target: Uuid) -> Result<()> {
-    let agency = organizations::Entity::find_by_id(target)
-        .one(&**tx)
+    // Locked (after the tenant), so a concurrent deletion or deactivation of the agency
+    // either sees the tenant arrive or is seen here; neither leaves the tenant under a
+    // deleted agency.
+    let agency = lock_org(tx, target)
         .await?
         .filter(|o| o.delete_time.is_none() && o.kind == OrgKind::Agency.as_str())
         .ok_or_else(|| {
