@@ -15,7 +15,6 @@ use tenantry::{
     config::{AuthArgs, BillingArgs, DatabaseArgs, LogFormat, Secret, ServeArgs, Settings},
     domain::clock::SystemClock,
     grpc::Ctx,
-    payments::Payments,
     service::{billing::credits, subscriptions::cycle},
     startup::Application,
     storage::Store,
@@ -118,11 +117,7 @@ enum PaymentsAction {
 async fn payments(database: DatabaseArgs, action: PaymentsAction) -> anyhow::Result<()> {
     let store = Store::connect(&database.database_url, 2, Arc::new(SystemClock)).await?;
     let settings = Settings::local(database.database_url.clone(), b"");
-    let ctx = Ctx {
-        payments: Payments::new(store.clone(), &settings.billing),
-        store,
-        settings: Arc::new(settings),
-    };
+    let ctx = Ctx::new(store, settings);
     match action {
         PaymentsAction::Confirm { intent_id, note } => {
             let principal = credits::purchase::system_principal("cli");
@@ -189,11 +184,7 @@ async fn billing_cycle(
     .await?;
     let mut settings = Settings::local(database.database_url.clone(), b"");
     settings.billing = billing;
-    let ctx = Ctx {
-        payments: Payments::new(store.clone(), &settings.billing),
-        store,
-        settings: Arc::new(settings),
-    };
+    let ctx = Ctx::new(store, settings);
     let org = match organization {
         None => None,
         Some(reference) => {

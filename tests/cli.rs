@@ -65,18 +65,46 @@ async fn printed_token(child: &mut Child) -> String {
     token
 }
 
-async fn client(grpc: u16) -> OrganizationServiceClient<Channel> {
+/// A channel to the server on `grpc`, waiting until it accepts connections.
+async fn connect(grpc: u16) -> Channel {
     for _ in 0..100 {
         if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
             .expect("endpoint")
             .connect()
             .await
         {
-            return OrganizationServiceClient::new(channel);
+            return channel;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("server did not accept connections");
+}
+
+async fn client(grpc: u16) -> OrganizationServiceClient<Channel> {
+    OrganizationServiceClient::new(connect(grpc).await)
+}
+
+/// CreateOrganization of `name` with `token`, expected to succeed.
+async fn create_org(
+    orgs: &mut OrganizationServiceClient<Channel>,
+    token: &str,
+    name: &str,
+) -> Organization {
+    orgs.create_organization(bearer(
+        CreateOrganizationRequest {
+            organization: Some(Organization {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        token,
+    ))
+    .await
+    .expect("create organization")
+    .into_inner()
+    .organization
+    .expect("organization")
 }
 
 fn bearer<T>(message: T, token: &str) -> Request<T> {
@@ -128,22 +156,8 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
     let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
     let token = printed_token(&mut child).await;
     let mut orgs = client(grpc).await;
-    let created = orgs
-        .create_organization(bearer(
-            CreateOrganizationRequest {
-                organization: Some(Organization {
-                    name: "Acme Corp".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("create with the printed token")
-        .into_inner()
-        .organization
-        .expect("organization");
+    // Created with the printed token.
+    let created = create_org(&mut orgs, &token, "Acme Corp").await;
     assert_eq!(created.slug, "acme-corp");
     terminate(&mut child).await;
     let secret =
@@ -273,29 +287,8 @@ async fn payments_confirm_completes_a_manual_purchase_exactly_once() {
     let (grpc, http) = (free_port(), free_port());
     let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
     let token = printed_token(&mut child).await;
-    let mut orgs = client(grpc).await;
-    let org = orgs
-        .create_organization(bearer(
-            CreateOrganizationRequest {
-                organization: Some(Organization {
-                    name: "Acme Corp".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("create")
-        .into_inner()
-        .organization
-        .expect("organization");
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut billing = BillingServiceClient::new(channel);
+    let org = create_org(&mut client(grpc).await, &token, "Acme Corp").await;
+    let mut billing = BillingServiceClient::new(connect(grpc).await);
     let bought = billing
         .buy_credits(bearer(
             BuyCreditsRequest {
@@ -419,14 +412,7 @@ async fn serve_with_a_yaml_catalogue_sells_its_plans() {
         .spawn()
         .expect("spawn");
     let _ = printed_token(&mut child).await;
-    let channel = client(grpc).await;
-    drop(channel);
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let plans = SubscriptionServiceClient::new(channel)
+    let plans = SubscriptionServiceClient::new(connect(grpc).await)
         .list_plans(Request::new(ListPlansRequest::default()))
         .await
         .expect("ListPlans needs no credentials")
@@ -455,29 +441,8 @@ async fn billing_cycle_closes_due_periods_once_and_prints_a_json_summary() {
     let (grpc, http) = (free_port(), free_port());
     let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
     let token = printed_token(&mut child).await;
-    let mut orgs = client(grpc).await;
-    let org = orgs
-        .create_organization(bearer(
-            CreateOrganizationRequest {
-                organization: Some(Organization {
-                    name: "Cycle Corp".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("create")
-        .into_inner()
-        .organization
-        .expect("organization");
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let created = SubscriptionServiceClient::new(channel)
+    let org = create_org(&mut client(grpc).await, &token, "Cycle Corp").await;
+    let created = SubscriptionServiceClient::new(connect(grpc).await)
         .create_subscription(bearer(
             CreateSubscriptionRequest {
                 organization_id: org.id.clone(),
@@ -549,4 +514,18 @@ async fn billing_cycle_closes_due_periods_once_and_prints_a_json_summary() {
     let bad = run(vec!["--at".into(), "yesterday".into()]).await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+    let too_early = run(vec!["--at".into(), "1990-01-01T00:00:00Z".into()]).await;
+    assert!(!too_early.status.success());
+    let stderr = String::from_utf8_lossy(&too_early.stderr);
+    assert!(
+        stderr.contains("--at must be from 2000-01-01 to 20 years from now"),
+        "{stderr}"
+    );
+    let unknown = run(vec!["--organization".into(), "no-such-org".into()]).await;
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("organization no-such-org not found"),
+        "{stderr}"
+    );
 }

@@ -17,6 +17,7 @@ mod m20261123_000005_root_organization;
 mod m20261123_000006_billing;
 mod m20261123_000007_subscriptions;
 mod m20261123_000008_events_and_transfers;
+mod m20261123_000009_drop_latest_invoice_id;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_billing::Migration),
             Box::new(m20261123_000007_subscriptions::Migration),
             Box::new(m20261123_000008_events_and_transfers::Migration),
+            Box::new(m20261123_000009_drop_latest_invoice_id::Migration),
         ]
     }
 }

@@ -52,6 +52,14 @@ impl Interval {
             Interval::Year => 12,
         }
     }
+
+    /// How invoices and messages name the interval: "monthly", "annual".
+    pub fn adjective(self) -> &'static str {
+        match self {
+            Interval::Month => "monthly",
+            Interval::Year => "annual",
+        }
+    }
 }
 
 stored_enum! {
@@ -207,9 +215,21 @@ impl Catalogue {
         self.addons.iter().find(|a| a.id == id)
     }
 
+    /// Plan `id`, or the free plan for an unknown id (an organization whose plan left
+    /// the catalogue is treated as free).
+    pub fn plan_or_free(&self, id: &str) -> &Plan {
+        self.plan(id).unwrap_or_else(|| self.free())
+    }
+
     /// The limits of plan `id` (the free plan's for an unknown id).
     pub fn limits(&self, id: &str) -> PlanLimits {
-        self.plan(id).unwrap_or_else(|| self.free()).limits
+        self.plan_or_free(id).limits
+    }
+
+    /// The effective flags of an organization on plan `plan_id` with `overrides` (see
+    /// [`effective_features`]).
+    pub fn features(&self, plan_id: &str, overrides: &Overrides) -> Vec<String> {
+        effective_features(&self.plan_or_free(plan_id).default_features, overrides)
     }
 
     /// The built-in catalogue.
@@ -336,15 +356,22 @@ impl Problems {
     }
 }
 
-fn check_key(p: &mut Problems, path: &str, key: &str) {
-    let ok = !key.is_empty()
-        && key.len() <= 64
+/// Checks a catalogue key (plan, add-on or category id): `^[a-z][a-z0-9_]{0,63}$`.
+pub fn key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        return Some("is required");
+    }
+    let ok = key.len() <= 64
         && key.starts_with(|c: char| c.is_ascii_lowercase())
         && key
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !ok {
-        p.add(path, format!("{key:?} must match ^[a-z][a-z0-9_]{{0,63}}$"));
+    (!ok).then_some("must be a catalogue key matching ^[a-z][a-z0-9_]{0,63}$")
+}
+
+fn check_key(p: &mut Problems, path: &str, key: &str) {
+    if let Some(problem) = key_problem(key) {
+        p.add(path, format!("{key:?} {problem}"));
     }
 }
 
@@ -475,17 +502,17 @@ impl AddonFile {
             1000,
             false,
         );
-        let charge_type = match self.charge_type.to_ascii_uppercase().as_str() {
-            "ONE_TIME" => ChargeType::OneTime,
-            "MONTHLY" => ChargeType::Monthly,
-            other => {
+        let charge_type = self
+            .charge_type
+            .to_ascii_uppercase()
+            .parse::<ChargeType>()
+            .unwrap_or_else(|_| {
                 p.add(
                     format!("{at}.charge_type"),
-                    format!("{other:?} must be one_time or monthly"),
+                    format!("{:?} must be one_time or monthly", self.charge_type),
                 );
                 ChargeType::OneTime
-            }
-        };
+            });
         if self.prices.is_empty() {
             p.add(format!("{at}.prices"), "needs at least one currency");
         }

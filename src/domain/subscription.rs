@@ -66,7 +66,8 @@ pub fn add_months(anchor: i64, months: u32) -> Option<i64> {
 }
 
 /// The first period boundary strictly after `after`, counting whole intervals from
-/// `anchor` (`after` ≥ `anchor`). `None` beyond the calendar.
+/// `anchor` (`after` ≥ `anchor`): the end of the period that starts at (or contains)
+/// `after`. `None` beyond the calendar.
 pub fn next_boundary(anchor: i64, interval: Interval, after: i64) -> Option<i64> {
     let step = interval.months();
     // Start near the answer: whole months between anchor and `after`, rounded down to
@@ -85,11 +86,6 @@ pub fn next_boundary(anchor: i64, interval: Interval, after: i64) -> Option<i64>
         }
         n = n.checked_add(1)?;
     }
-}
-
-/// The end of the period starting at `start` (a boundary of `anchor`).
-pub fn period_end(anchor: i64, interval: Interval, start: i64) -> Option<i64> {
-    next_boundary(anchor, interval, start)
 }
 
 /// `price × remaining / total` seconds of the period `[start, end)` at instant `at`,

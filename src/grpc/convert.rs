@@ -42,6 +42,12 @@ pub fn org_currency(org: &organizations::Model) -> Currency {
     org.currency.parse().unwrap_or(Currency::Usd)
 }
 
+/// The effective feature flags of a stored organization: its plan's defaults (the free
+/// plan's when the plan left the catalogue) with its overrides applied.
+pub fn effective_features(catalogue: &Catalogue, org: &organizations::Model) -> Vec<String> {
+    catalogue.features(&org.plan, &plans::parse_overrides(&org.feature_overrides))
+}
+
 /// Money in proto form.
 pub fn money(value: Money) -> proto::Money {
     proto::Money {
@@ -92,13 +98,7 @@ pub fn organization(
             action_at_100: spend_action(org.alert_action.parse().unwrap_or(SpendAction::NotifyOnly))
                 as i32,
         }),
-        features: plans::effective_features(
-            &catalogue
-                .plan(&org.plan)
-                .unwrap_or_else(|| catalogue.free())
-                .default_features,
-            &plans::parse_overrides(&org.feature_overrides),
-        ),
+        features: effective_features(catalogue, org),
         agent_count: i32::try_from(agent_count).unwrap_or(i32::MAX),
         deactivation_reason: org.deactivation_reason.clone(),
         create_time: timestamp(org.create_time),

@@ -24,6 +24,17 @@ pub struct Ctx {
     pub payments: Payments,
 }
 
+impl Ctx {
+    /// A context over `store` with `settings`, and the payment gateways they configure.
+    pub fn new(store: Store, settings: Settings) -> Ctx {
+        Ctx {
+            payments: Payments::new(store.clone(), &settings.billing),
+            store,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
 /// The caller the auth layer put into the request.
 pub fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
     request

@@ -2,21 +2,13 @@
 //! agents and API access, and may schedule the data's deletion; ReactivateAccount
 //! (root admin only) undoes it; the renewal cycle's helper deletes due accounts.
 
-use std::sync::Arc;
-
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder,
 };
 use tenantry::{
-    config::Settings,
-    domain::{
-        clock::FixedClock,
-        ids::{self, IdKind},
-    },
-    grpc::Ctx,
-    payments::Payments,
+    domain::ids::{self, IdKind},
     proto,
     service::subscriptions::account::delete_due_accounts,
     storage::entities::{agent_assignments, api_keys, audit_entries, subscriptions},
@@ -24,31 +16,19 @@ use tenantry::{
 use tonic::{Code, Status};
 
 use crate::{
-    helpers::{Backend, SECRET, TestApp, authed, reason, violations},
+    helpers::{Backend, TestApp, authed, reason, violations},
     on_both_backends,
     organizations::{
         agent_row, agent_uuid, audit_actions, get, org_row, org_uuid, register_agent, tenant,
     },
-    subscriptions::subscribe,
+    subscriptions::{mid_november, on_clock, subscribe},
 };
-
-/// 2026-11-15T12:00:00Z.
-fn mid_november() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 15, 12, 0, 0)
-        .single()
-        .expect("instant")
-}
 
 fn micros(y: i32, m: u32, d: u32) -> i64 {
     Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
         .single()
         .expect("instant")
         .timestamp_micros()
-}
-
-async fn on_clock(backend: Backend) -> Option<TestApp> {
-    let clock = FixedClock::new(mid_november());
-    TestApp::spawn_with_clock(backend, Arc::new(clock), |_| {}).await
 }
 
 fn cancel_request(org_id: &str, delete_on: &str, request_id: &str) -> proto::CancelAccountRequest {
@@ -126,16 +106,6 @@ async fn suspend_by_hand(app: &TestApp, agent_id: &str) {
     row.update(app.store.db()).await.expect("suspend agent");
 }
 
-/// A context over the test server's store, as `tenantry billing-cycle` builds one.
-fn cycle_ctx(app: &TestApp) -> Ctx {
-    let settings = Settings::local(String::new(), SECRET);
-    Ctx {
-        payments: Payments::new(app.store.clone(), &settings.billing),
-        store: app.store.clone(),
-        settings: Arc::new(settings),
-    }
-}
-
 on_both_backends!(
     cancelling_ends_the_subscription_suspends_agents_and_refuses_api_access,
     a_retry_with_the_same_request_id_returns_the_first_result,
@@ -145,7 +115,7 @@ on_both_backends!(
 );
 
 async fn cancelling_ends_the_subscription_suspends_agents_and_refuses_api_access(backend: Backend) {
-    let Some(app) = on_clock(backend).await else {
+    let Some((app, _clock)) = on_clock(backend, mid_november()).await else {
         return;
     };
     let acme = tenant(&app, "Acme Corp", "").await;
@@ -251,7 +221,7 @@ async fn cancelling_ends_the_subscription_suspends_agents_and_refuses_api_access
 }
 
 async fn a_retry_with_the_same_request_id_returns_the_first_result(backend: Backend) {
-    let Some(app) = on_clock(backend).await else {
+    let Some((app, _clock)) = on_clock(backend, mid_november()).await else {
         return;
     };
     // The org's own admin is refused by the auth layer once the account is cancelled
@@ -297,7 +267,7 @@ async fn a_retry_with_the_same_request_id_returns_the_first_result(backend: Back
 }
 
 async fn only_the_root_admin_reactivates_and_agents_come_back(backend: Backend) {
-    let Some(app) = on_clock(backend).await else {
+    let Some((app, _clock)) = on_clock(backend, mid_november()).await else {
         return;
     };
     let acme = tenant(&app, "Acme Corp", "").await;
@@ -364,7 +334,7 @@ async fn only_the_root_admin_reactivates_and_agents_come_back(backend: Backend) 
 }
 
 async fn deletion_dates_and_reasons_are_checked_before_anything_changes(backend: Backend) {
-    let Some(app) = on_clock(backend).await else {
+    let Some((app, _clock)) = on_clock(backend, mid_november()).await else {
         return;
     };
     let acme = tenant(&app, "Acme Corp", "").await;
@@ -416,7 +386,7 @@ async fn deletion_dates_and_reasons_are_checked_before_anything_changes(backend:
 }
 
 async fn due_accounts_are_deleted_with_their_agents_returned_to_the_root(backend: Backend) {
-    let Some(app) = on_clock(backend).await else {
+    let Some((app, _clock)) = on_clock(backend, mid_november()).await else {
         return;
     };
     let root = app.root();
@@ -437,7 +407,7 @@ async fn due_accounts_are_deleted_with_their_agents_returned_to_the_root(backend
         .await
         .expect("cancel initech");
 
-    let ctx = cycle_ctx(&app);
+    let ctx = app.replica_ctx();
     let before = micros(2026, 11, 20) - 1;
     assert_eq!(delete_due_accounts(&ctx, before).await.expect("run"), 0);
     assert_eq!(org_row(&app, &acme.id).await.delete_time, None);

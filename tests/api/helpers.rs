@@ -10,6 +10,7 @@ use tenantry::{
     auth::jwt::{self, MintClaims},
     config::Settings,
     domain::clock::{Clock, SystemClock},
+    grpc::Ctx,
     proto::{
         billing_service_client::BillingServiceClient,
         organization_service_client::OrganizationServiceClient,
@@ -221,6 +222,12 @@ impl TestApp {
     /// A root-admin token.
     pub fn root(&self) -> String {
         self.token("ROOT_ADMIN", "internal")
+    }
+
+    /// A context over this server's database with default settings, as another replica
+    /// (or `tenantry billing-cycle`) builds one.
+    pub fn replica_ctx(&self) -> Ctx {
+        Ctx::new(self.store.clone(), Settings::local(String::new(), SECRET))
     }
 }
 

@@ -204,7 +204,7 @@ async fn ledger(app: &TestApp, org_id: &str) -> Vec<credit_transactions::Model> 
     rows
 }
 
-async fn invoice_count(app: &TestApp, org_id: &str) -> u64 {
+pub(crate) async fn invoice_count(app: &TestApp, org_id: &str) -> u64 {
     invoices::Entity::find()
         .filter(invoices::Column::OrganizationId.eq(org_uuid(org_id)))
         .count(app.store.db())

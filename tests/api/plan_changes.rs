@@ -20,20 +20,26 @@ use proptest::{
     test_runner::{Config, TestCaseError, TestRunner},
 };
 use rust_decimal::{Decimal, RoundingStrategy};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use tenantry::{
-    domain::{clock::FixedClock, plans::Catalogue},
+    domain::{
+        clock::FixedClock,
+        ids::{self, IdKind},
+        plans::Catalogue,
+    },
     proto::{self, BillingInterval as I, InvoiceLineKind as L, InvoiceStatus, PlanChangeKind as K},
-    storage::entities::{invoices, subscriptions},
+    storage::entities::{invoices, members, usage_counters},
 };
 use tonic::{Code, Status};
 
 use crate::{
     credits::{all_transactions, balance_amount, gift},
     helpers::{Backend, TestApp, authed, metadata, reason, violations},
+    invoices::invoice_count,
     on_both_backends,
     organizations::{audit_actions, org_row, org_uuid, register_agent, tenant},
-    subscriptions::{current, mid_november, on_clock, subscribe, try_subscribe, ts},
+    plan_limits::register,
+    subscriptions::{current, mid_november, on_clock, sub_row, subscribe, try_subscribe, ts},
 };
 
 fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
@@ -113,29 +119,13 @@ fn lines(lines: &[proto::InvoiceLine]) -> Vec<(i32, String)> {
         .collect()
 }
 
-async fn invoice_count(app: &TestApp, org_id: &str) -> u64 {
-    invoices::Entity::find()
-        .filter(invoices::Column::OrganizationId.eq(org_uuid(org_id)))
-        .count(app.store.db())
-        .await
-        .expect("count invoices")
-}
-
-async fn sub_row(app: &TestApp, org_id: &str) -> subscriptions::Model {
-    subscriptions::Entity::find()
-        .filter(subscriptions::Column::OrganizationId.eq(org_uuid(org_id)))
-        .filter(subscriptions::Column::Status.ne("CANCELED"))
-        .one(app.store.db())
-        .await
-        .expect("read subscription")
-        .expect("subscription row")
-}
-
 on_both_backends!(
     an_upgrade_applies_at_once_and_is_paid_from_credits,
     without_credits_the_proration_invoice_stays_open,
     a_downgrade_waits_for_the_period_end,
     a_downgrade_over_the_target_limits_is_refused_with_the_numbers,
+    a_downgrade_is_checked_against_each_target_limit,
+    a_downgrade_keeps_the_accounts_organization_limit,
     monthly_to_annual_resets_the_period_and_annual_to_monthly_waits,
     an_upgrade_to_a_shorter_interval_credits_the_difference,
     a_trial_changes_plan_at_once_without_money,
@@ -263,12 +253,18 @@ async fn without_credits_the_proration_invoice_stays_open(backend: Backend) {
     assert_eq!(invoice.status, InvoiceStatus::Open as i32);
     assert_eq!(amount(&invoice.amount_due), "10.00");
     assert_eq!(balance_amount(&app, &org.id).await, "0.00");
-    // The renewal cycle's past-due rule watches it.
+    // It is the subscription's invoice, so the renewal cycle's past-due rule watches it.
     let row = sub_row(&app, &org.id).await;
+    let stored = invoices::Entity::find_by_id(
+        ids::decode(IdKind::Invoice, &invoice.id).expect("invoice id"),
+    )
+    .one(app.store.db())
+    .await
+    .expect("read invoice")
+    .expect("invoice row");
     assert_eq!(
-        row.latest_invoice_id
-            .map(|id| tenantry::domain::ids::encode(tenantry::domain::ids::IdKind::Invoice, id)),
-        Some(invoice.id)
+        (stored.subscription_id, stored.status.as_str()),
+        (Some(row.id), "OPEN")
     );
     assert_eq!(row.plan_id, "pro");
     assert_eq!(org_row(&app, &org.id).await.plan, "pro");
@@ -414,6 +410,162 @@ async fn a_downgrade_over_the_target_limits_is_refused_with_the_numbers(backend:
             .expect("preview")
             .violations
             .is_empty()
+    );
+    app.stop().await;
+}
+
+/// Members added as fixtures (usage reached elsewhere, e.g. before a plan change).
+async fn add_members(app: &TestApp, org_id: &str, count: usize) {
+    let now = mid_november().timestamp_micros();
+    for i in 0..count {
+        members::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            organization_id: Set(org_uuid(org_id)),
+            user_id: Set(format!("member-{i}")),
+            email: Set(format!("member-{i}@example.com")),
+            name: Set(format!("Member {i}")),
+            role: Set("MEMBER".into()),
+            is_owner: Set(false),
+            create_time: Set(now),
+            update_time: Set(now),
+            version: Set(1),
+        }
+        .insert(app.store.db())
+        .await
+        .expect("insert member");
+    }
+}
+
+/// The organization's LOGS usage of `month` set as a fixture.
+async fn set_logs(app: &TestApp, org_id: &str, month: &str, logs: i64) {
+    usage_counters::ActiveModel {
+        organization_id: Set(org_uuid(org_id)),
+        month: Set(month.into()),
+        cost_micros: Set(0),
+        tokens: Set(0),
+        messages: Set(0),
+        conversations: Set(0),
+        minutes: Set(0),
+        logs: Set(logs),
+        events: Set(0),
+        update_time: Set(mid_november().timestamp_micros()),
+    }
+    .insert(app.store.db())
+    .await
+    .expect("insert usage");
+}
+
+/// Asserts a ChangePlan refused `PLAN_LIMITS_EXCEEDED` for `limit` alone, and the
+/// preview's matching violation.
+async fn assert_refused_for(
+    app: &TestApp,
+    org_id: &str,
+    plan: &str,
+    (limit, current, allowed): (&str, i64, i64),
+) {
+    let refused = change(
+        app,
+        org_id,
+        plan,
+        I::Unspecified,
+        "",
+        &uuid::Uuid::now_v7().to_string(),
+    )
+    .await
+    .expect_err("over a limit");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "PLAN_LIMITS_EXCEEDED");
+    assert_eq!(metadata(&refused, "limit").as_deref(), Some(limit));
+    assert_eq!(metadata(&refused, "current"), Some(current.to_string()));
+    assert_eq!(metadata(&refused, "allowed"), Some(allowed.to_string()));
+    let shown = preview(app, org_id, plan, I::Unspecified)
+        .await
+        .expect("preview");
+    assert_eq!(
+        shown.violations,
+        [proto::PlanLimitViolation {
+            limit: limit.into(),
+            current,
+            allowed,
+        }]
+    );
+}
+
+/// Usage exactly at a target limit is no violation; one over any of them refuses the
+/// downgrade (agents, members, the month's logs).
+async fn a_downgrade_is_checked_against_each_target_limit(backend: Backend) {
+    let Some((app, clock)) = on_clock(backend, mid_november()).await else {
+        return;
+    };
+    let org = tenant(&app, "At The Edge", "").await;
+    gift(&app, &org.id, "100.00").await;
+    subscribe(&app, &org.id, "pro").await;
+    for i in 0..3 {
+        register_agent(&app, &app.root(), &org.id, &format!("Bot {i}")).await;
+    }
+    clock.set(at(2026, 11, 25, 0));
+    // Three agents where basic allows three: scheduled.
+    let down = change_ok(&app, &org.id, "basic", I::Unspecified).await;
+    assert!(down.change.expect("change").scheduled);
+    assert_eq!(
+        sub_row(&app, &org.id).await.scheduled_plan_id.as_deref(),
+        Some("basic")
+    );
+    // Four members where basic allows three.
+    add_members(&app, &org.id, 4).await;
+    assert_refused_for(&app, &org.id, "basic", ("max_team_members", 4, 3)).await;
+    members::Entity::delete_many()
+        .filter(members::Column::OrganizationId.eq(org_uuid(&org.id)))
+        .filter(members::Column::UserId.eq("member-0"))
+        .exec(app.store.db())
+        .await
+        .expect("remove a member");
+    // This month's logs over basic's 10,000.
+    set_logs(&app, &org.id, "2026-11", 10_001).await;
+    assert_refused_for(
+        &app,
+        &org.id,
+        "basic",
+        ("max_logs_per_month", 10_001, 10_000),
+    )
+    .await;
+    app.stop().await;
+}
+
+/// A user's organizations share one `max_organizations`, the highest of their plans
+/// (as RegisterOrganization counts it): downgrading one of two organizations to basic
+/// (one organization) is fine while the other is on team (ten).
+async fn a_downgrade_keeps_the_accounts_organization_limit(backend: Backend) {
+    let Some((app, clock)) = on_clock(backend, mid_november()).await else {
+        return;
+    };
+    let first = register(&app, "founder", "Team Co", "")
+        .await
+        .expect("first organization");
+    gift(&app, &first, "200.00").await;
+    subscribe(&app, &first, "team").await;
+    let second = register(&app, "founder", "Pro Co", "")
+        .await
+        .expect("team allows a second organization");
+    gift(&app, &second, "100.00").await;
+    subscribe(&app, &second, "pro").await;
+    clock.set(at(2026, 11, 25, 0));
+    let shown = preview(&app, &second, "basic", I::Unspecified)
+        .await
+        .expect("preview");
+    assert_eq!(shown.violations, []);
+    let down = change_ok(&app, &second, "basic", I::Unspecified).await;
+    assert!(down.change.expect("change").scheduled);
+    assert_eq!(
+        sub_row(&app, &second).await.scheduled_plan_id.as_deref(),
+        Some("basic")
+    );
+    assert_eq!(
+        current(&app, &second)
+            .await
+            .usage
+            .map(|u| u.organizations_count),
+        Some(2)
     );
     app.stop().await;
 }

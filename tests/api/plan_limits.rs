@@ -541,7 +541,13 @@ async fn an_agency_blocks_new_tenants_at_max_organizations(backend: Backend) {
     app.stop().await;
 }
 
-async fn register(app: &TestApp, sub: &str, name: &str, code: &str) -> Result<String, Status> {
+/// RegisterOrganization as user `sub` (email `sub@example.com`); the new org's id.
+pub(crate) async fn register(
+    app: &TestApp,
+    sub: &str,
+    name: &str,
+    code: &str,
+) -> Result<String, Status> {
     let user = app.token_for("", "", sub, Some(&format!("{sub}@example.com")));
     app.orgs()
         .register_organization(authed(

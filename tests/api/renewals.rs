@@ -12,18 +12,15 @@ use std::{
 use chrono::{DateTime, TimeZone, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use tenantry::{
-    config::Settings,
     domain::{
         clock::FixedClock,
+        events::types,
         ids::{self, IdKind},
     },
-    grpc::Ctx,
-    payments::Payments,
     proto::{self, UsageMetric},
     service::{billing::credits::purchase::system_principal, subscriptions::cycle},
     storage::entities::{
-        billing_records, invoice_lines, invoices, organizations, subscription_periods,
-        subscriptions,
+        billing_records, invoice_lines, invoices, outbox_events, subscription_periods,
     },
 };
 use tonic::{Code, Status};
@@ -32,10 +29,10 @@ use uuid::Uuid;
 use crate::{
     billing_records::{event, record},
     credits::{balance_amount, gift},
-    helpers::{Backend, SECRET, TestApp, authed, reason, violations},
+    helpers::{Backend, TestApp, authed, reason, violations},
     on_both_backends,
-    organizations::{create, named, org_uuid, register_agent, usd},
-    subscriptions::{on_clock, subscribe, try_subscribe},
+    organizations::{audit_actions, create, named, org_row, org_uuid, register_agent, usd},
+    subscriptions::{on_clock, sub_row, subscribe, try_subscribe},
 };
 
 on_both_backends!(
@@ -44,6 +41,7 @@ on_both_backends!(
     parallel_runs_close_each_period_once,
     a_trial_ends_with_the_first_paid_invoice,
     unpaid_invoices_make_the_subscription_past_due_until_paid,
+    past_due_lasts_until_the_last_overdue_invoice_is_settled,
     a_scheduled_interval_change_re_anchors_at_the_period_end,
     monthly_add_ons_are_charged_with_each_renewal,
     the_server_runs_the_cycle_on_an_interval,
@@ -182,24 +180,23 @@ async fn invoice_rows(app: &TestApp, org_id: &str) -> Vec<invoices::Model> {
         .expect("invoices")
 }
 
-/// The organization's latest subscription row.
-async fn sub_row(app: &TestApp, org_id: &str) -> subscriptions::Model {
-    subscriptions::Entity::find()
-        .filter(subscriptions::Column::OrganizationId.eq(org_uuid(org_id)))
-        .order_by_desc(subscriptions::Column::CreateTime)
-        .one(app.store.db())
+/// The `change` of each `subscription.changed` event of an organization, in order.
+async fn subscription_changes(app: &TestApp, org_id: &str) -> Vec<String> {
+    outbox_events::Entity::find()
+        .filter(outbox_events::Column::OrganizationId.eq(org_uuid(org_id)))
+        .filter(outbox_events::Column::EventType.eq(types::SUBSCRIPTION_CHANGED))
+        .order_by_asc(outbox_events::Column::CreateTime)
+        .order_by_asc(outbox_events::Column::Id)
+        .all(app.store.db())
         .await
-        .expect("read subscription")
-        .expect("subscription")
-}
-
-async fn org_plan(app: &TestApp, org_id: &str) -> String {
-    organizations::Entity::find_by_id(org_uuid(org_id))
-        .one(app.store.db())
-        .await
-        .expect("read organization")
-        .expect("organization")
-        .plan
+        .expect("read outbox")
+        .into_iter()
+        .map(|event| {
+            let data: serde_json::Value =
+                serde_json::from_str(&event.payload).expect("payload is JSON");
+            data["change"].as_str().expect("change").to_owned()
+        })
+        .collect()
 }
 
 /// PayInvoice as the organization's CONFIG_ADMIN.
@@ -241,16 +238,6 @@ async fn change_plan(
         .await
         .expect("change plan")
         .into_inner()
-}
-
-/// A context over the test server's database, as another replica would have.
-fn replica(app: &TestApp) -> Ctx {
-    let settings = Settings::local("unused", SECRET);
-    Ctx {
-        payments: Payments::new(app.store.clone(), &settings.billing),
-        store: app.store.clone(),
-        settings: Arc::new(settings),
-    }
 }
 
 const UNIT: i64 = 1_000_000;
@@ -330,12 +317,12 @@ async fn fourteen_months_of_renewals_produce_exactly_the_expected_invoices(backe
         sub_row(&app, &org.id).await.scheduled_plan_id.as_deref(),
         Some("basic")
     );
-    assert_eq!(org_plan(&app, &org.id).await, "pro");
+    assert_eq!(org_row(&app, &org.id).await.plan, "pro");
     clock.set(utc(2026, 5, 31, 10, 0, 0));
     let ran = run_cycle(&app, &org.id, None).await;
     assert_eq!((ran.periods_closed, ran.scheduled_changes_applied), (1, 1));
     assert_eq!(ran.invoices_paid, 0, "4.00 left does not cover 9.00");
-    assert_eq!(org_plan(&app, &org.id).await, "basic");
+    assert_eq!(org_row(&app, &org.id).await.plan, "basic");
     let row = sub_row(&app, &org.id).await;
     assert_eq!(
         (row.plan_id.as_str(), row.price_micros),
@@ -367,10 +354,18 @@ async fn fourteen_months_of_renewals_produce_exactly_the_expected_invoices(backe
         issued,
         "issued in period order"
     );
+    // The latest renewal invoice bills the subscription's current period.
     assert_eq!(
-        row.latest_invoice_id,
-        Some(rows[8].id),
-        "the latest renewal invoice"
+        (
+            rows[8].subscription_id,
+            rows[8].period_start,
+            rows[8].period_end
+        ),
+        (
+            Some(row.id),
+            row.current_period_start,
+            row.current_period_end
+        )
     );
 
     // Credits arrive; paying the overdue May invoice ends PAST_DUE (the four new ones
@@ -418,7 +413,7 @@ async fn fourteen_months_of_renewals_produce_exactly_the_expected_invoices(backe
     let row = sub_row(&app, &org.id).await;
     assert_eq!(row.status, "CANCELED");
     assert_eq!(row.end_time, Some(micros(end)));
-    assert_eq!(org_plan(&app, &org.id).await, "free");
+    assert_eq!(org_row(&app, &org.id).await.plan, "free");
 
     for month_end in [
         utc(2026, 12, 31, 10, 0, 0),
@@ -608,7 +603,7 @@ async fn running_twice_for_the_same_instant_changes_nothing(backend: Backend) {
         }
     );
     let direct = cycle::run(
-        &replica(&app),
+        &app.replica_ctx(),
         micros(at),
         None,
         &system_principal("replica-test"),
@@ -660,7 +655,7 @@ async fn parallel_runs_close_each_period_once(backend: Backend) {
     }
     let at = utc(2026, 4, 20, 0, 0, 0);
     clock.set(at);
-    let ctx = replica(&app);
+    let ctx = app.replica_ctx();
     let token = app.root();
     let (one, two) = (system_principal("replica-1"), system_principal("replica-2"));
     let (a, b, c, d) = tokio::join!(
@@ -775,8 +770,8 @@ async fn a_trial_ends_with_the_first_paid_invoice(backend: Backend) {
 }
 
 /// Without credits the first invoice stays OPEN; 7 days (the grace period) after its
-/// issue the subscription is PAST_DUE; paying it makes it ACTIVE at once. Voiding an
-/// overdue invoice ends PAST_DUE at the next run.
+/// issue the subscription is PAST_DUE; paying it makes it ACTIVE at once, and so does
+/// voiding an overdue invoice. Each transition emits `subscription.changed`.
 async fn unpaid_invoices_make_the_subscription_past_due_until_paid(backend: Backend) {
     let t0 = utc(2026, 6, 1, 12, 0, 0);
     let Some((app, clock)) = on_clock(backend, t0).await else {
@@ -801,7 +796,7 @@ async fn unpaid_invoices_make_the_subscription_past_due_until_paid(backend: Back
         0,
         "already PAST_DUE"
     );
-    let actions: Vec<String> = crate::organizations::audit_actions(
+    let actions: Vec<String> = audit_actions(
         &app,
         &ids::encode(IdKind::Subscription, sub_row(&app, &org.id).await.id),
     )
@@ -849,9 +844,79 @@ async fn unpaid_invoices_make_the_subscription_past_due_until_paid(backend: Back
         ))
         .await
         .expect("void");
-    assert_eq!(sub_row(&app, &org.id).await.status, "PAST_DUE");
-    run_cycle(&app, &org.id, None).await;
     assert_eq!(sub_row(&app, &org.id).await.status, "ACTIVE");
+    let ran = run_cycle(&app, &org.id, None).await;
+    assert_eq!(ran.subscriptions_past_due, 0);
+    assert_eq!(sub_row(&app, &org.id).await.status, "ACTIVE");
+    assert_eq!(
+        subscription_changes(&app, &org.id).await,
+        [
+            "created",
+            "past_due",
+            "recovered",
+            "renewed",
+            "renewed",
+            "past_due",
+            "recovered"
+        ]
+    );
+    app.stop().await;
+}
+
+/// Two invoices overdue: paying the newer keeps the subscription PAST_DUE (the older
+/// one is still overdue); voiding the older then makes it ACTIVE at once.
+async fn past_due_lasts_until_the_last_overdue_invoice_is_settled(backend: Backend) {
+    let t0 = utc(2026, 6, 1, 12, 0, 0);
+    let Some((app, clock)) = on_clock(backend, t0).await else {
+        return;
+    };
+    let org = customer(&app, "Two Behind", None).await;
+    subscribe(&app, &org.id, "basic").await;
+    // The July renewal stays OPEN too; June's invoice is overdue.
+    clock.set(utc(2026, 7, 1, 12, 0, 0));
+    let ran = run_cycle(&app, &org.id, None).await;
+    assert_eq!(
+        (
+            ran.periods_closed,
+            ran.invoices_paid,
+            ran.subscriptions_past_due
+        ),
+        (1, 0, 1)
+    );
+    // A week later July's is overdue as well.
+    clock.set(utc(2026, 7, 8, 12, 0, 0));
+    let ran = run_cycle(&app, &org.id, None).await;
+    assert_eq!((ran.periods_closed, ran.subscriptions_past_due), (0, 0));
+    let rows = invoice_rows(&app, &org.id).await;
+    let statuses: Vec<&str> = rows.iter().map(|i| i.status.as_str()).collect();
+    assert_eq!(statuses, ["OPEN", "OPEN"], "June and July are overdue");
+
+    gift(&app, &org.id, "9.00").await;
+    pay(&app, &org.id, rows[1].id).await;
+    assert_eq!(
+        sub_row(&app, &org.id).await.status,
+        "PAST_DUE",
+        "June is still overdue"
+    );
+    app.billing()
+        .void_invoice(authed(
+            proto::VoidInvoiceRequest {
+                organization_id: org.id.clone(),
+                invoice_id: ids::encode(IdKind::Invoice, rows[0].id),
+                reason: "written off".into(),
+                etag: String::new(),
+            },
+            &app.root(),
+        ))
+        .await
+        .expect("void");
+    assert_eq!(sub_row(&app, &org.id).await.status, "ACTIVE");
+    let voided = audit_actions(&app, &ids::encode(IdKind::Invoice, rows[0].id)).await;
+    assert!(voided.contains(&"VoidInvoice".to_owned()), "{voided:?}");
+    assert_eq!(
+        subscription_changes(&app, &org.id).await,
+        ["created", "renewed", "past_due", "recovered"]
+    );
     app.stop().await;
 }
 

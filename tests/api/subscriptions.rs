@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use tenantry::{domain::clock::FixedClock, proto, storage::entities::invoices};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use tenantry::{domain::clock::FixedClock, proto, storage::entities::subscriptions};
 use tonic::Code;
 
 use crate::{
     credits::{balance_amount, gift},
     helpers::{Backend, TestApp, authed, reason, violations},
+    invoices::invoice_count,
     on_both_backends,
     organizations::{audit_actions, org_row, org_uuid, tenant},
 };
@@ -130,12 +131,16 @@ async fn resume(app: &TestApp, org_id: &str) -> Result<proto::Subscription, toni
         .map(|r| r.into_inner().subscription.expect("subscription"))
 }
 
-async fn invoice_count(app: &TestApp, org_id: &str) -> u64 {
-    invoices::Entity::find()
-        .filter(invoices::Column::OrganizationId.eq(org_uuid(org_id)))
-        .count(app.store.db())
+/// The organization's latest subscription row (the live one when it has one).
+pub(crate) async fn sub_row(app: &TestApp, org_id: &str) -> subscriptions::Model {
+    subscriptions::Entity::find()
+        .filter(subscriptions::Column::OrganizationId.eq(org_uuid(org_id)))
+        .order_by_desc(subscriptions::Column::CreateTime)
+        .order_by_desc(subscriptions::Column::Id)
+        .one(app.store.db())
         .await
-        .expect("count invoices")
+        .expect("read subscription")
+        .expect("subscription row")
 }
 
 on_both_backends!(
@@ -146,6 +151,7 @@ on_both_backends!(
     cancel_at_period_end_then_resume,
     cancelling_immediately_returns_to_the_free_plan,
     the_operator_override_changes_plan_and_status_without_proration,
+    the_operator_override_to_annual_ends_the_period_at_the_yearly_boundary,
     plans_without_a_price_are_not_sold_and_bad_input_is_named,
 );
 
@@ -405,6 +411,23 @@ async fn cancelling_immediately_returns_to_the_free_plan(backend: Backend) {
     gift(&app, &org.id, "100.00").await;
     subscribe(&app, &org.id, "pro").await;
     clock.set(at(2026, 11, 20, 0));
+    // A reason over 500 characters is refused before anything changes.
+    let long = app
+        .subscriptions()
+        .cancel_subscription(authed(
+            proto::CancelSubscriptionRequest {
+                organization_id: org.id.clone(),
+                immediately: true,
+                reason: "x".repeat(501),
+                etag: String::new(),
+            },
+            &app.token("CONFIG_ADMIN", &org.id),
+        ))
+        .await
+        .expect_err("reason too long");
+    assert_eq!(long.code(), Code::InvalidArgument);
+    assert_eq!(violations(&long), ["reason"]);
+    assert_eq!(sub_row(&app, &org.id).await.status, "ACTIVE");
     let ended = cancel(&app, &org.id, true).await.expect("cancel now");
     assert_eq!(ended.status, proto::SubscriptionStatus::Canceled as i32);
     assert_eq!(ended.end_time, ts(at(2026, 11, 20, 0)));
@@ -466,6 +489,17 @@ async fn the_operator_override_changes_plan_and_status_without_proration(backend
         .await
         .expect_err("operators only");
     assert_eq!(denied.code(), Code::PermissionDenied);
+    // Without a subscription there is nothing to cancel.
+    let nothing = app
+        .subscriptions()
+        .admin_update_subscription(authed(
+            admin_update("", proto::SubscriptionStatus::Canceled, "fraud", "z"),
+            &app.root(),
+        ))
+        .await
+        .expect_err("no subscription to cancel");
+    assert_eq!(nothing.code(), Code::InvalidArgument);
+    assert_eq!(violations(&nothing), ["status"]);
     // Without a subscription it creates an ACTIVE one, without an invoice.
     let created = app
         .subscriptions()
@@ -534,6 +568,53 @@ async fn the_operator_override_changes_plan_and_status_without_proration(backend
         .await
         .expect("cancel");
     assert_eq!(org_row(&app, &org.id).await.plan, "free");
+    app.stop().await;
+}
+
+/// A monthly subscription moved to YEAR by an operator keeps its period start, ends at
+/// the next yearly boundary and takes the annual price, without an invoice.
+async fn the_operator_override_to_annual_ends_the_period_at_the_yearly_boundary(backend: Backend) {
+    let Some((app, clock)) = on_clock(backend, mid_november()).await else {
+        return;
+    };
+    let org = tenant(&app, "Going Annual", "").await;
+    gift(&app, &org.id, "100.00").await;
+    let monthly = subscribe(&app, &org.id, "pro")
+        .await
+        .subscription
+        .expect("subscription");
+    assert_eq!(monthly.current_period_end, ts(at(2026, 12, 15, 12)));
+    clock.set(at(2026, 11, 20, 0));
+    let annual = app
+        .subscriptions()
+        .admin_update_subscription(authed(
+            proto::AdminUpdateSubscriptionRequest {
+                organization_id: org.id.clone(),
+                plan_id: String::new(),
+                interval: proto::BillingInterval::Year as i32,
+                status: 0,
+                reason: "annual contract".into(),
+                etag: monthly.etag.clone(),
+                request_id: "annual".into(),
+            },
+            &app.root(),
+        ))
+        .await
+        .expect("override")
+        .into_inner()
+        .subscription
+        .expect("subscription");
+    assert_eq!(annual.interval, proto::BillingInterval::Year as i32);
+    assert_eq!(annual.plan_id, "pro");
+    assert_eq!(annual.current_period_start, ts(at(2026, 11, 15, 12)));
+    assert_eq!(annual.current_period_end, ts(at(2027, 11, 15, 12)));
+    assert_eq!(annual.price.map(|m| m.amount), Some("290.00".into()));
+    assert_eq!(
+        invoice_count(&app, &org.id).await,
+        1,
+        "no proration invoice"
+    );
+    assert_eq!(sub_row(&app, &org.id).await.price_micros, 290_000_000);
     app.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! GetUsage: quotas against plan limits, with warnings at 80 % and 100 %.
 
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use uuid::Uuid;
 
 use crate::{
     auth::Caller,
@@ -12,7 +13,7 @@ use crate::{
     error::Result,
     grpc::Ctx,
     proto::{self, UsageMetric, UsageWarningSeverity},
-    service::agent_count,
+    service::{agent_count, subscriptions::organizations_count},
     storage::entities::{members, organizations, usage_counters},
 };
 
@@ -30,6 +31,54 @@ pub fn effective_limits(catalogue: &Catalogue, org: &organizations::Model) -> Pl
         limits.max_agents = Some(limits.max_agents.map_or(own, |plan| plan.min(own)));
     }
     limits
+}
+
+/// The `max_organizations` of a user's account, from the live organizations `owned`:
+/// the highest among their limits, and at least the free plan's (what a user owning
+/// none may register); `None` (unlimited) when any of them is unlimited.
+pub fn account_org_limit(catalogue: &Catalogue, owned: &[organizations::Model]) -> Option<i64> {
+    let mut allowed = catalogue.free().limits.max_organizations;
+    for org in owned {
+        let limit = effective_limits(catalogue, org).max_organizations?;
+        allowed = allowed.map(|a| a.max(limit));
+    }
+    allowed
+}
+
+/// What an organization uses of its plan's per-organization quotas.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Agents assigned now.
+    pub agents: i64,
+    /// Members, owner included.
+    pub team_members: i64,
+    /// The month's metered usage (`None` before any).
+    pub month: Option<usage_counters::Model>,
+}
+
+impl Counts {
+    /// The month's metered usage of one metric.
+    pub fn used(&self, metric: fn(&usage_counters::Model) -> i64) -> i64 {
+        self.month.as_ref().map_or(0, metric)
+    }
+}
+
+/// Counts the organization's agents and members and reads its usage of `month`
+/// (`YYYY-MM`): the one count behind GetUsage and GetSubscription.
+pub async fn count_usage<C: ConnectionTrait>(db: &C, org_id: Uuid, month: &str) -> Result<Counts> {
+    let agents = agent_count(db, org_id).await?;
+    let team = members::Entity::find()
+        .filter(members::Column::OrganizationId.eq(org_id))
+        .count(db)
+        .await?;
+    let month = usage_counters::Entity::find_by_id((org_id, month.to_owned()))
+        .one(db)
+        .await?;
+    Ok(Counts {
+        agents: i64::try_from(agents).unwrap_or(i64::MAX),
+        team_members: i64::try_from(team).unwrap_or(i64::MAX),
+        month,
+    })
 }
 
 /// How a quota reads in a warning ("8/10 agents", "9000/10000 logs this month").
@@ -101,43 +150,31 @@ pub async fn get_usage(
     let limits = effective_limits(&ctx.settings.billing.catalogue, org);
     let month = Month::of(ctx.store.now()).to_string();
 
-    let agents = i64::try_from(agent_count(db, org.id).await?).unwrap_or(i64::MAX);
-    let team = members::Entity::find()
-        .filter(members::Column::OrganizationId.eq(org.id))
-        .count(db)
-        .await?;
-    let counters = usage_counters::Entity::find_by_id((org.id, month.clone()))
-        .one(db)
-        .await?;
-    let used = |f: fn(&usage_counters::Model) -> i64| counters.as_ref().map_or(0, f);
+    let counts = count_usage(db, org.id, &month).await?;
+    let used = |f: fn(&usage_counters::Model) -> i64| counts.used(f);
 
     let mut quotas = vec![
         quota(
             "agents",
             UsageMetric::Unspecified,
             "",
-            agents,
+            counts.agents,
             limits.max_agents,
         ),
         quota(
             "team_members",
             UsageMetric::Unspecified,
             "",
-            i64::try_from(team).unwrap_or(i64::MAX),
+            counts.team_members,
             limits.max_team_members,
         ),
     ];
     if org.kind == OrgKind::Agency.as_str() {
-        let tenants = organizations::Entity::find()
-            .filter(organizations::Column::ParentId.eq(org.id))
-            .filter(organizations::Column::DeleteTime.is_null())
-            .count(db)
-            .await?;
         quotas.push(quota(
             "organizations",
             UsageMetric::Unspecified,
             "",
-            i64::try_from(tenants).unwrap_or(i64::MAX),
+            organizations_count(db, org).await?,
             limits.max_organizations,
         ));
     }

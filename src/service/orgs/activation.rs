@@ -64,23 +64,7 @@ async fn set_status(
         return Ok((org, 0));
     }
     let now = ctx.store.now();
-    let mut row = org.clone().into_active_model();
-    row.status = Set(target.as_str().to_owned());
-    row.deactivation_reason = Set(if active {
-        String::new()
-    } else {
-        reason.to_owned()
-    });
-    row.update_time = Set(now);
-    row.version = Set(org.version + 1);
-    let updated = save_versioned(&tx, row, org.id, org.version).await?;
-    // Deactivation suspends the active agents and marks them, so reactivation restores
-    // exactly those and leaves agents suspended for other reasons alone.
-    let changed = if active {
-        restore_agents(&tx, org.id, now).await?
-    } else {
-        suspend_agents(&tx, org.id, now).await?
-    };
+    let (updated, changed) = write_status(&tx, &org, target, reason, None, now).await?;
     let (event_type, agents_key) = if active {
         (types::ORGANIZATION_REACTIVATED, "restored_agents")
     } else {
@@ -124,6 +108,40 @@ async fn set_status(
         queue_deactivation_notice(&tx, now, &updated, event, reason).await?;
     }
     tx.commit().await?;
+    Ok((updated, changed))
+}
+
+/// Writes an organization's status (the caller holds its row lock): ACTIVE clears the
+/// deactivation reason and restores the agents its suspension marked; INACTIVE or
+/// CANCELLED keeps `reason` and suspends the active agents, marking them so that
+/// reactivation restores exactly those and leaves agents suspended for other reasons
+/// alone. `data_deletion_time` is the scheduled deletion kept with the new status (only
+/// a cancelled account has one). Returns the saved row and the number of agents changed.
+pub(crate) async fn write_status(
+    tx: &crate::storage::Tx,
+    org: &organizations::Model,
+    target: OrgStatus,
+    reason: &str,
+    data_deletion_time: Option<i64>,
+    now: i64,
+) -> Result<(organizations::Model, u64)> {
+    let active = target == OrgStatus::Active;
+    let mut row = org.clone().into_active_model();
+    row.status = Set(target.as_str().to_owned());
+    row.deactivation_reason = Set(if active {
+        String::new()
+    } else {
+        reason.to_owned()
+    });
+    row.data_deletion_time = Set(data_deletion_time);
+    row.update_time = Set(now);
+    row.version = Set(org.version + 1);
+    let updated = save_versioned(tx, row, org.id, org.version).await?;
+    let changed = if active {
+        restore_agents(tx, org.id, now).await?
+    } else {
+        suspend_agents(tx, org.id, now).await?
+    };
     Ok((updated, changed))
 }
 
@@ -175,13 +193,21 @@ async fn org_response(ctx: &Ctx, org: &organizations::Model) -> Result<proto::Or
     ))
 }
 
-fn reason_of(v: &mut Violations, reason: &str, required: bool) -> String {
+/// Longest reason of a status change (deactivation, cancellation, …).
+pub(crate) const MAX_REASON_LEN: usize = 500;
+
+/// The request's `reason`, trimmed: at most [`MAX_REASON_LEN`] characters without
+/// control characters, and not empty when `required`; problems go to `v`.
+pub(crate) fn reason_of(v: &mut Violations, reason: &str, required: bool) -> String {
     let trimmed = reason.trim();
     if required && trimmed.is_empty() {
         v.add("reason", "must not be empty");
     }
-    v.check("reason", text::bounded(trimmed, 500).map(str::to_owned))
-        .unwrap_or_default()
+    v.check(
+        "reason",
+        text::bounded(trimmed, MAX_REASON_LEN).map(str::to_owned),
+    )
+    .unwrap_or_default()
 }
 
 /// SetOrganizationActive.

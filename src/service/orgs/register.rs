@@ -1,7 +1,7 @@
 //! RegisterOrganization: self-service signup of a tenant owned by the calling user,
 //! gated by pre-approvals when signup is closed.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use serde_json::json;
 
 use crate::{
@@ -20,8 +20,10 @@ use crate::{
     grpc::{Ctx, convert},
     proto,
     service::{
-        audit, audit_request_id, billing::quotas::effective_limits, commit, idempotency_key,
-        replayed, settle, subscriptions::limit_reached,
+        audit, audit_request_id,
+        billing::quotas::{account_org_limit, effective_limits},
+        commit, idempotency_key, replayed, settle,
+        subscriptions::{limit_reached, owned},
     },
     storage::{
         Tx,
@@ -43,19 +45,8 @@ use super::{
 /// signups of one user cannot overrun it.
 async fn check_owner_room(ctx: &Ctx, tx: &Tx, sub: &str) -> Result<()> {
     let catalogue = &ctx.settings.billing.catalogue;
-    let owned = organizations::Entity::find()
-        .filter(organizations::Column::OwnerUserId.eq(sub))
-        .filter(organizations::Column::DeleteTime.is_null())
-        .all(&**tx)
-        .await?;
-    let mut allowed = catalogue.free().limits.max_organizations;
-    for org in &owned {
-        let Some(limit) = effective_limits(catalogue, org).max_organizations else {
-            return Ok(());
-        };
-        allowed = allowed.map(|a| a.max(limit));
-    }
-    let Some(allowed) = allowed else {
+    let owned = owned(&**tx, sub).await?;
+    let Some(allowed) = account_org_limit(catalogue, &owned) else {
         return Ok(());
     };
     let current = i64::try_from(owned.len()).unwrap_or(i64::MAX);

@@ -21,7 +21,7 @@
 //! is soft-deleted (as DeleteOrganization does: gone from reads and lists, API keys
 //! revoked, financial records kept), audited by a SYSTEM principal.
 
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -33,7 +33,6 @@ use crate::{
         events::types,
         ids::{self, IdKind},
         org::{OrgKind, OrgStatus},
-        text,
     },
     error::{Error, Result, Violations},
     events::outbox,
@@ -44,7 +43,12 @@ use crate::{
         agents::{MovedBy, move_agent},
         audit, audit_request_id,
         billing::credits::purchase::system_principal,
-        commit, idempotency_key, orgs, replayed, settle,
+        commit, idempotency_key,
+        orgs::{
+            self,
+            activation::{reason_of, write_status},
+        },
+        replayed, settle,
     },
     storage::{
         Tx,
@@ -53,21 +57,7 @@ use crate::{
     },
 };
 
-use super::{end, events, lock_current};
-
-/// Longest cancellation or reactivation reason.
-const MAX_REASON_LEN: usize = 500;
-
-/// The principal recorded on scheduled deletions.
-const DELETION_PRINCIPAL: &str = "billing-cycle";
-
-fn reason_of(v: &mut Violations, reason: &str) -> String {
-    v.check(
-        "reason",
-        text::bounded(reason.trim(), MAX_REASON_LEN).map(str::to_owned),
-    )
-    .unwrap_or_default()
-}
+use super::{cycle::SYSTEM_SUBJECT, end, events, lock_current};
 
 /// The first instant (UTC) of `YYYY-MM-DD`, which must not be before today.
 fn deletion_time(v: &mut Violations, text: &str, now: i64) -> Option<i64> {
@@ -117,7 +107,7 @@ pub async fn cancel_account(
         .await?;
     let principal = access.principal().clone();
     let mut v = Violations::new();
-    let reason = reason_of(&mut v, &req.reason);
+    let reason = reason_of(&mut v, &req.reason, false);
     let delete_at = deletion_time(&mut v, &req.delete_data_on, ctx.store.now());
     let key = match idempotency_key(&principal, "CancelAccount", &req.request_id, &req) {
         Ok(key) => key,
@@ -146,18 +136,12 @@ pub async fn cancel_account(
             ));
         }
         let now = ctx.store.now();
-        let mut row = org.clone().into_active_model();
-        row.status = Set(OrgStatus::Cancelled.as_str().to_owned());
-        row.deactivation_reason = Set(reason.clone());
-        row.data_deletion_time = Set(delete_at);
-        row.update_time = Set(now);
-        row.version = Set(org.version + 1);
-        let mut cancelled = orgs::save_versioned(&tx, row, org.id, org.version).await?;
-        let suspended = orgs::activation::suspend_agents(&tx, org.id, now).await?;
+        let (mut cancelled, suspended) =
+            write_status(&tx, &org, OrgStatus::Cancelled, &reason, delete_at, now).await?;
         let request_id = audit_request_id(&caller, key.as_ref());
         let ended = match lock_current(&tx, org.id).await? {
             Some(sub) => {
-                let (after, sub) = end(&tx, &cancelled, &sub, &reason, now).await?;
+                let (after, sub) = end(&tx, &cancelled, &sub, &reason, now, now).await?;
                 cancelled = after;
                 events::changed(&tx, now, &cancelled, &sub, "canceled", request_id).await?;
                 Some(ids::encode(IdKind::Subscription, sub.id))
@@ -224,7 +208,7 @@ pub async fn reactivate_account(
         .authorize(&ctx.store, "organization_id", &req.organization_id)
         .await?;
     let mut v = Violations::new();
-    let reason = reason_of(&mut v, &req.reason);
+    let reason = reason_of(&mut v, &req.reason, false);
     v.finish()?;
     let tx = ctx.store.write().await?;
     let org = orgs::lock_live(&tx, access.org()).await?;
@@ -236,14 +220,7 @@ pub async fn reactivate_account(
         .with("status", &org.status));
     }
     let now = ctx.store.now();
-    let mut row = org.clone().into_active_model();
-    row.status = Set(OrgStatus::Active.as_str().to_owned());
-    row.deactivation_reason = Set(String::new());
-    row.data_deletion_time = Set(None);
-    row.update_time = Set(now);
-    row.version = Set(org.version + 1);
-    let active = orgs::save_versioned(&tx, row, org.id, org.version).await?;
-    let restored = orgs::activation::restore_agents(&tx, org.id, now).await?;
+    let (active, restored) = write_status(&tx, &org, OrgStatus::Active, "", None, now).await?;
     let data = json!({
         "organization_id": ids::encode(IdKind::Organization, org.id),
         "reason": reason,
@@ -299,7 +276,7 @@ pub async fn delete_due_accounts(ctx: &Ctx, at: i64) -> Result<u32> {
         .filter(organizations::Column::DeleteTime.is_null())
         .all(ctx.store.db())
         .await?;
-    let principal = system_principal(DELETION_PRINCIPAL);
+    let principal = system_principal(SYSTEM_SUBJECT);
     let mut deleted = 0;
     let mut first_error = None;
     for org in due {

@@ -27,15 +27,18 @@
 //! - Zero-amount lines are omitted; an immediate change whose lines are all zero (e.g.
 //!   at or after the period end, before the cycle ran) issues no invoice.
 //! - The proration invoice (period: the change instant to the period end) is paid from
-//!   credits at once when the balance covers it ("prepaid"), else it stays OPEN and
-//!   becomes the subscription's `latest_invoice_id` (what the renewal cycle's past-due
-//!   rule watches). A negative net (possible when an upgrade also shortens the interval)
-//!   cannot be an invoice total: a ONE_OFF line "Credited to your balance" brings the
-//!   total to zero (PAID at issue) and a CREDIT ledger entry of the difference, linked to
-//!   the invoice, adds it to the balance — as Stripe does with the customer balance.
+//!   credits at once when the balance covers it ("prepaid"), else it stays OPEN (the
+//!   renewal cycle's past-due rule watches every OPEN invoice of the subscription). A
+//!   negative net (possible when an upgrade also shortens the interval) cannot be an
+//!   invoice total: a ONE_OFF line "Credited to your balance" brings the total to zero
+//!   (PAID at issue) and a CREDIT ledger entry of the difference, linked to the invoice,
+//!   adds it to the balance — as Stripe does with the customer balance.
 //! - A change to another plan is refused `PLAN_LIMITS_EXCEEDED` (FAILED_PRECONDITION,
 //!   with the numbers) when current usage exceeds any of the target plan's limits,
-//!   whatever its kind; the preview returns those violations instead of failing.
+//!   whatever its kind; the preview returns those violations instead of failing. For
+//!   `max_organizations` of an organization that is not an agency, the limit is the
+//!   account's after the change (the highest among the owner's organizations, this
+//!   one on the target plan), as RegisterOrganization counts it.
 //! - A cancellation scheduled for the period end is left as it is.
 
 mod apply;
@@ -44,6 +47,8 @@ mod compute;
 pub use apply::change_plan;
 
 use compute::{Computed, Current, Target};
+
+use sea_orm::ConnectionTrait;
 
 use crate::{
     auth::Caller,
@@ -55,7 +60,7 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{
         Ctx,
-        convert::{money, timestamp},
+        convert::{money, org_currency, timestamp},
     },
     proto,
     service::billing::invoices::{self, NewLine},
@@ -63,7 +68,9 @@ use crate::{
 };
 
 use super::{
-    current, exceeded, interval_of, interval_proto, lifecycle::price_for, no_subscription, usage,
+    current, exceeded, interval_of, interval_proto,
+    lifecycle::{parse_plan, price_for},
+    no_subscription, org_limit_on, usage,
 };
 
 /// The validated target of a request.
@@ -80,19 +87,7 @@ fn wanted<'a>(
     plan_id: &str,
     interval: i32,
 ) -> Option<Wanted<'a>> {
-    let plan = if plan_id.is_empty() {
-        v.add("plan_id", "is required");
-        None
-    } else {
-        let plan = ctx.settings.billing.catalogue.plan(plan_id);
-        if plan.is_none() {
-            v.add(
-                "plan_id",
-                format!("unknown plan {plan_id:?}; ListPlans shows the catalogue"),
-            );
-        }
-        plan
-    };
+    let plan = parse_plan(ctx, v, "plan_id", plan_id);
     let parsed = interval_of(interval);
     if interval != 0 && parsed.is_none() {
         v.add(
@@ -145,7 +140,7 @@ fn prepare<'a>(
         .parse()
         .map_err(|_| Error::Internal(format!("stored interval {:?}", sub.interval)))?;
     let to_interval = wanted.interval.unwrap_or(from_interval);
-    let currency = org.currency.parse().unwrap_or(Currency::Usd);
+    let currency = org_currency(org);
     let same = from.id == wanted.plan.id && from_interval == to_interval;
     // Dropping a scheduled change needs no price (e.g. a custom-priced current plan).
     let price_micros = if same {
@@ -220,9 +215,22 @@ impl Prepared<'_> {
         }
     }
 
-    /// Whether the target plan's limits must hold for current usage.
-    fn checks_limits(&self) -> bool {
-        self.from.id != self.to.id
+    /// The target plan's limits that current usage exceeds (none when the plan stays):
+    /// `max_organizations` as [`org_limit_on`] has it for the target plan.
+    async fn violations<C: ConnectionTrait>(
+        &self,
+        ctx: &Ctx,
+        db: &C,
+        org: &organizations::Model,
+        now: i64,
+    ) -> Result<Vec<proto::PlanLimitViolation>> {
+        if self.from.id == self.to.id {
+            return Ok(Vec::new());
+        }
+        let mut limits = self.to.limits;
+        limits.max_organizations =
+            org_limit_on(db, &ctx.settings.billing.catalogue, org, self.to).await?;
+        Ok(exceeded(&limits, &usage(db, org, now).await?))
     }
 
     fn amount(&self, micros: i64) -> String {
@@ -288,11 +296,7 @@ pub async fn preview_plan_change(
         .await?
         .ok_or_else(|| no_subscription(org))?;
     let prepared = prepare(&ctx, org, &sub, &wanted, now)?;
-    let violations = if prepared.checks_limits() {
-        exceeded(&prepared.to.limits, &usage(db, org, now).await?)
-    } else {
-        Vec::new()
-    };
+    let violations = prepared.violations(&ctx, db, org, now).await?;
     Ok(proto::PreviewPlanChangeResponse {
         change: Some(prepared.proto()),
         violations,

@@ -32,7 +32,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use claim::{Claim, claim_org, claim_subscription};
-pub use past_due::reactivate_if_settled;
+pub use past_due::{overdue_cutoff, reactivate_if_settled};
 pub use summary::Summary;
 
 use crate::{

@@ -14,7 +14,7 @@ use crate::{
     auth::{Caller, OrgAccess},
     domain::{
         ids::{self, IdKind},
-        plans::{self, Catalogue, Overrides},
+        plans::{self, Overrides},
     },
     error::{Error, Result},
     grpc::Ctx,
@@ -22,18 +22,6 @@ use crate::{
     service::{audit, orgs},
     storage::{audit::AuditRecord, entities::organizations},
 };
-
-/// The effective flags of an organization whose overrides are `overrides`.
-fn effective(
-    catalogue: &Catalogue,
-    org: &organizations::Model,
-    overrides: &Overrides,
-) -> Vec<String> {
-    let plan = catalogue
-        .plan(&org.plan)
-        .unwrap_or_else(|| catalogue.free());
-    plans::effective_features(&plan.default_features, overrides)
-}
 
 /// Checks the flag name (after authorization).
 fn check_flag(flag: &str) -> Result<()> {
@@ -59,11 +47,11 @@ async fn update_overrides(
     let before = plans::parse_overrides(&org.feature_overrides);
     let mut after = before.clone();
     change(&mut after);
-    let features_after = effective(catalogue, &org, &after);
+    let features_after = catalogue.features(&org.plan, &after);
     if after == before {
         return Ok(features_after);
     }
-    let features_before = effective(catalogue, &org, &before);
+    let features_before = catalogue.features(&org.plan, &before);
     let stored = serde_json::to_string(&after)
         .map_err(|e| Error::Internal(format!("feature overrides as JSON: {e}")))?;
     let now = ctx.store.now();

@@ -26,16 +26,24 @@ use crate::{
         billing::LineKind,
         clock::from_micros,
         ids::{self, IdKind, new_id},
-        money::{Currency, Money},
-        plans::{Interval, Plan},
-        subscription::{SECOND, SubStatus, period_end, to_second},
+        money::Money,
+        plans::{Catalogue, Interval, Plan},
+        subscription::{SECOND, SubStatus, next_boundary, to_second},
     },
     error::{Error, Result, Violations},
-    grpc::Ctx,
+    grpc::{Ctx, convert::org_currency},
     proto,
     service::{
-        audit, audit_request_id, billing::invoices, billing::ledger, billing::require_reason,
-        billing::require_request_id, check_etag, commit, idempotency_key, orgs::lock_live,
+        audit, audit_request_id,
+        billing::invoices,
+        billing::ledger,
+        billing::require_reason,
+        billing::require_request_id,
+        check_etag, commit, idempotency_key,
+        orgs::{
+            activation::{MAX_REASON_LEN, reason_of},
+            lock_live,
+        },
         replayed, settle,
     },
     storage::{
@@ -53,12 +61,15 @@ use super::{
 
 /// Longest trial.
 const MAX_TRIAL_DAYS: u32 = 90;
-/// Longest reason.
-const MAX_REASON: usize = 500;
 const DAY: i64 = 24 * 3600 * SECOND;
 
 /// A plan id of a request, checked against the catalogue.
-fn parse_plan<'a>(ctx: &'a Ctx, v: &mut Violations, field: &str, id: &str) -> Option<&'a Plan> {
+pub(super) fn parse_plan<'a>(
+    ctx: &'a Ctx,
+    v: &mut Violations,
+    field: &str,
+    id: &str,
+) -> Option<&'a Plan> {
     if id.is_empty() {
         v.add(field, "is required");
         return None;
@@ -75,17 +86,14 @@ fn parse_plan<'a>(ctx: &'a Ctx, v: &mut Violations, field: &str, id: &str) -> Op
 
 /// The plan's price for the organization, or FAILED_PRECONDITION `PLAN_NOT_AVAILABLE`.
 pub fn price_for(plan: &Plan, org: &organizations::Model, interval: Interval) -> Result<i64> {
-    let currency = org.currency.parse().unwrap_or(Currency::Usd);
+    let currency = org_currency(org);
     plan.price(currency, interval).ok_or_else(|| {
         Error::precondition(
             "PLAN_NOT_AVAILABLE",
             format!(
-                "the {} plan is not sold {} in {}; contact sales",
+                "the {} plan has no {} price in {}; contact sales",
                 plan.id,
-                match interval {
-                    Interval::Month => "monthly",
-                    Interval::Year => "annually",
-                },
+                interval.adjective(),
                 currency.code()
             ),
         )
@@ -94,18 +102,38 @@ pub fn price_for(plan: &Plan, org: &organizations::Model, interval: Interval) ->
     })
 }
 
-/// "Pro plan, monthly: 2026-11-23 – 2026-12-23".
-pub fn period_description(plan: &Plan, interval: Interval, start: i64, end: i64) -> String {
-    format!(
-        "{} plan, {}: {} – {}",
-        plan.name,
-        match interval {
-            Interval::Month => "monthly",
-            Interval::Year => "annual",
-        },
-        from_micros(start).format("%Y-%m-%d"),
-        from_micros(end).format("%Y-%m-%d"),
-    )
+/// The SUBSCRIPTION line of the period `[start, end)` paid in advance: "Pro plan,
+/// monthly: 2026-11-23 – 2026-12-23" (the plan named by its id once it left the
+/// catalogue).
+pub fn subscription_line(
+    catalogue: &Catalogue,
+    plan_id: &str,
+    interval: Interval,
+    price: i64,
+    (start, end): (i64, i64),
+) -> invoices::NewLine {
+    let day = |t: i64| from_micros(t).format("%Y-%m-%d");
+    let description = match catalogue.plan(plan_id) {
+        Some(plan) => format!(
+            "{} plan, {}: {} – {}",
+            plan.name,
+            interval.adjective(),
+            day(start),
+            day(end)
+        ),
+        None => format!("{plan_id} plan: {} – {}", day(start), day(end)),
+    };
+    invoices::NewLine {
+        description,
+        kind: LineKind::Subscription,
+        quantity: 1,
+        unit_amount_micros: price,
+        period_start: start,
+        period_end: end,
+        plan_id: plan_id.to_owned(),
+        agent_id: None,
+        service_id: String::new(),
+    }
 }
 
 /// Issues the invoice of a subscription period paid in advance and pays it from
@@ -128,22 +156,19 @@ async fn invoice_period(
     let (issued, _) = invoices::issue_and_collect(
         tx,
         ctx,
+        org,
         &mut account,
         invoices::NewInvoice {
             subscription_id: Some(sub_id),
             period_start: start,
             period_end: end,
-            lines: vec![invoices::NewLine {
-                description: period_description(plan, interval, start, end),
-                kind: LineKind::Subscription,
-                quantity: 1,
-                unit_amount_micros: price,
-                period_start: start,
-                period_end: end,
-                plan_id: plan.id.clone(),
-                agent_id: None,
-                service_id: String::new(),
-            }],
+            lines: vec![subscription_line(
+                &ctx.settings.billing.catalogue,
+                &plan.id,
+                interval,
+                price,
+                (start, end),
+            )],
             memo: String::new(),
             due_time: None,
         },
@@ -200,7 +225,10 @@ pub async fn create_subscription(
                     org.slug, existing.status, existing.plan_id
                 ),
             )
-            .with("subscription_id", ids::encode(IdKind::Subscription, existing.id)));
+            .with(
+                "subscription_id",
+                ids::encode(IdKind::Subscription, existing.id),
+            ));
         }
         let price = price_for(plan, &org, interval)?;
         let anchor = to_second(now);
@@ -209,7 +237,7 @@ pub async fn create_subscription(
             let trial_end = anchor + i64::from(req.trial_days) * DAY;
             (SubStatus::Trialing, Some(trial_end), trial_end)
         } else {
-            let end = period_end(anchor, interval, anchor)
+            let end = next_boundary(anchor, interval, anchor)
                 .ok_or_else(|| Error::Internal("period end beyond the calendar".into()))?;
             (SubStatus::Active, None, end)
         };
@@ -253,7 +281,6 @@ pub async fn create_subscription(
             scheduled_plan_id: Set(None),
             scheduled_interval: Set(None),
             status_reason: Set(String::new()),
-            latest_invoice_id: Set(invoice.as_ref().map(|i| i.invoice.id)),
             request_id: Set(req.request_id.clone()),
             create_time: Set(now),
             update_time: Set(now),
@@ -277,7 +304,7 @@ pub async fn create_subscription(
                     "plan_id": plan.id,
                     "interval": interval.as_str(),
                     "status": status.as_str(),
-                    "price": Money::from_micros(org.currency.parse().unwrap_or(Currency::Usd), price).amount_string(),
+                    "price": Money::from_micros(org_currency(&org), price).amount_string(),
                     "trial_days": req.trial_days,
                     "invoice": invoice.as_ref().map(|i| i.invoice.number.clone()),
                 }),
@@ -307,13 +334,9 @@ pub async fn cancel_subscription(
         .authorize(&ctx.store, "organization_id", &req.organization_id)
         .await?;
     let principal = access.principal().clone();
-    let reason = req.reason.trim().to_owned();
-    if reason.chars().count() > MAX_REASON {
-        return Err(Error::invalid(
-            "reason",
-            format!("must be at most {MAX_REASON} characters"),
-        ));
-    }
+    let mut v = Violations::new();
+    let reason = reason_of(&mut v, &req.reason, false);
+    v.finish()?;
     let tx = ctx.store.write().await?;
     let now = ctx.store.now();
     let org = lock_live(&tx, access.org()).await?;
@@ -322,7 +345,7 @@ pub async fn cancel_subscription(
         .ok_or_else(|| no_subscription(&org))?;
     check_etag(&req.etag, sub.version)?;
     let saved = if req.immediately {
-        end(&tx, &org, &sub, &reason, now).await?.1
+        end(&tx, &org, &sub, &reason, now, now).await?.1
     } else if sub.cancel_at_period_end {
         return Ok(proto::CancelSubscriptionResponse {
             subscription: Some(to_proto(&sub)),
@@ -449,7 +472,7 @@ pub async fn admin_update_subscription(
     if req.status != 0 && status.is_none() {
         v.add("status", "unknown status");
     }
-    let reason = require_reason(&mut v, "reason", &req.reason, MAX_REASON);
+    let reason = require_reason(&mut v, "reason", &req.reason, MAX_REASON_LEN);
     require_request_id(&mut v, &req.request_id);
     v.finish()?;
     let key = idempotency_key(&principal, "AdminUpdateSubscription", &req.request_id, &req)?;
@@ -461,17 +484,17 @@ pub async fn admin_update_subscription(
         let now = ctx.store.now();
         let org = lock_live(&tx, access.org()).await?;
         let catalogue = &ctx.settings.billing.catalogue;
-        let currency = org.currency.parse().unwrap_or(Currency::Usd);
+        let currency = org_currency(&org);
         let before = lock_current(&tx, org.id).await?;
         if let Some(sub) = &before {
             check_etag(&req.etag, sub.version)?;
         }
         let saved = match &before {
             None => {
-                let plan = plan.unwrap_or_else(|| catalogue.plan(&org.plan).unwrap_or(catalogue.free()));
+                let plan = plan.unwrap_or_else(|| catalogue.plan_or_free(&org.plan));
                 let interval = interval.unwrap_or(Interval::Month);
                 let anchor = to_second(now);
-                let end = period_end(anchor, interval, anchor)
+                let end = next_boundary(anchor, interval, anchor)
                     .ok_or_else(|| Error::Internal("period end beyond the calendar".into()))?;
                 let status = status.unwrap_or(SubStatus::Active);
                 if status == SubStatus::Canceled {
@@ -495,7 +518,6 @@ pub async fn admin_update_subscription(
                     scheduled_plan_id: Set(None),
                     scheduled_interval: Set(None),
                     status_reason: Set(reason.clone()),
-                    latest_invoice_id: Set(None),
                     request_id: Set(req.request_id.clone()),
                     create_time: Set(now),
                     update_time: Set(now),
@@ -507,7 +529,7 @@ pub async fn admin_update_subscription(
                 row
             }
             Some(sub) if status == Some(SubStatus::Canceled) => {
-                end(&tx, &org, sub, &reason, now).await?.1
+                end(&tx, &org, sub, &reason, now, now).await?.1
             }
             Some(sub) => {
                 let current_interval: Interval = sub.interval.parse().unwrap_or(Interval::Month);
@@ -518,7 +540,7 @@ pub async fn admin_update_subscription(
                     ..Default::default()
                 };
                 if new_plan != sub.plan_id || new_interval != current_interval {
-                    let target = catalogue.plan(new_plan).unwrap_or(catalogue.free());
+                    let target = catalogue.plan_or_free(new_plan);
                     change.plan_id = Set(target.id.clone());
                     change.interval = Set(new_interval.as_str().to_owned());
                     change.price_micros = Set(target.price(currency, new_interval).unwrap_or(0));
@@ -526,7 +548,7 @@ pub async fn admin_update_subscription(
                     change.scheduled_interval = Set(None);
                 }
                 if new_interval != current_interval {
-                    let end = period_end(sub.anchor_time, new_interval, sub.current_period_start)
+                    let end = next_boundary(sub.anchor_time, new_interval, sub.current_period_start)
                         .ok_or_else(|| Error::Internal("period end beyond the calendar".into()))?;
                     change.current_period_end = Set(end);
                 }

@@ -35,16 +35,19 @@ use crate::{
         ids::{self, IdKind},
         money::{Currency, Money},
         org::OrgKind,
-        plans::{FREE_PLAN, Interval, Plan, PlanLimits},
+        plans::{Catalogue, FREE_PLAN, Interval, Plan, PlanLimits},
         subscription::SubStatus,
     },
     error::{Error, Result},
     grpc::convert::{etag, money, timestamp},
     proto,
-    service::{agent_count, orgs},
+    service::{
+        billing::quotas::{account_org_limit, count_usage},
+        orgs,
+    },
     storage::{
         Tx,
-        entities::{members, organizations, subscriptions, usage_counters},
+        entities::{organizations, subscriptions},
     },
 };
 
@@ -247,19 +250,21 @@ pub async fn set_plan(
     orgs::save_versioned(tx, row, org.id, org.version).await
 }
 
-/// Ends a subscription now (CANCELED, `end_time` = `now`, no refund) and puts the
-/// organization back on the free plan. The caller holds the organization's and the
-/// subscription's locks.
+/// Ends a subscription at `end_time` (CANCELED, no refund; `now` for an immediate end,
+/// the period end for a cancellation scheduled there) and puts the organization back
+/// on the free plan; an empty `reason` keeps the stored one. The caller holds the
+/// organization's and the subscription's locks.
 pub async fn end(
     tx: &Tx,
     org: &organizations::Model,
     sub: &subscriptions::Model,
     reason: &str,
+    end_time: i64,
     now: i64,
 ) -> Result<(organizations::Model, subscriptions::Model)> {
     let change = subscriptions::ActiveModel {
         status: Set(SubStatus::Canceled.as_str().to_owned()),
-        end_time: Set(Some(now)),
+        end_time: Set(Some(end_time)),
         cancel_at_period_end: Set(false),
         cancel_request_time: Set(Some(sub.cancel_request_time.unwrap_or(now))),
         scheduled_plan_id: Set(None),
@@ -298,12 +303,48 @@ pub async fn organizations_count<C: ConnectionTrait>(
 }
 
 /// Live organizations owned by user `sub`.
-pub async fn owned_count<C: ConnectionTrait>(db: &C, sub: &str) -> Result<u64> {
-    Ok(organizations::Entity::find()
+async fn owned_count<C: ConnectionTrait>(db: &C, sub: &str) -> Result<u64> {
+    Ok(owned_query(sub).count(db).await?)
+}
+
+/// The live organizations owned by user `sub`.
+pub async fn owned<C: ConnectionTrait>(db: &C, sub: &str) -> Result<Vec<organizations::Model>> {
+    Ok(owned_query(sub).all(db).await?)
+}
+
+fn owned_query(sub: &str) -> sea_orm::Select<organizations::Entity> {
+    organizations::Entity::find()
         .filter(organizations::Column::OwnerUserId.eq(sub))
         .filter(organizations::Column::DeleteTime.is_null())
-        .count(db)
-        .await?)
+}
+
+/// The `max_organizations` that holds for `org` once it is on `plan`: an agency's (and
+/// an organization without owner's) is the plan's; any other organization shares its
+/// owner's account limit ([`account_org_limit`]), computed with `org` on `plan`.
+pub async fn org_limit_on<C: ConnectionTrait>(
+    db: &C,
+    catalogue: &Catalogue,
+    org: &organizations::Model,
+    plan: &Plan,
+) -> Result<Option<i64>> {
+    if org.kind == OrgKind::Agency.as_str() || org.owner_user_id.is_empty() {
+        return Ok(plan.limits.max_organizations);
+    }
+    let owned: Vec<organizations::Model> = owned(db, &org.owner_user_id)
+        .await?
+        .into_iter()
+        .map(|o| {
+            if o.id == org.id {
+                organizations::Model {
+                    plan: plan.id.clone(),
+                    ..o
+                }
+            } else {
+                o
+            }
+        })
+        .collect();
+    Ok(account_org_limit(catalogue, &owned))
 }
 
 /// The organization's current usage of the limits a plan sets (`now` picks the month).
@@ -312,20 +353,11 @@ pub async fn usage<C: ConnectionTrait>(
     org: &organizations::Model,
     now: i64,
 ) -> Result<proto::SubscriptionUsage> {
-    let agents = agent_count(db, org.id).await?;
-    let team = members::Entity::find()
-        .filter(members::Column::OrganizationId.eq(org.id))
-        .count(db)
-        .await?;
-    let month = Month::of(now).to_string();
-    let logs = usage_counters::Entity::find_by_id((org.id, month))
-        .one(db)
-        .await?
-        .map_or(0, |c| c.logs);
+    let counts = count_usage(db, org.id, &Month::of(now).to_string()).await?;
     Ok(proto::SubscriptionUsage {
-        agents_count: i64::try_from(agents).unwrap_or(i64::MAX),
-        logs_this_month: logs,
-        team_members_count: i64::try_from(team).unwrap_or(i64::MAX),
+        agents_count: counts.agents,
+        logs_this_month: counts.used(|c| c.logs),
+        team_members_count: counts.team_members,
         organizations_count: organizations_count(db, org).await?,
     })
 }

@@ -13,7 +13,7 @@ use crate::{
         filter::{self, Op},
         money::Currency,
         paging::{self, Cursor},
-        plans::{Addon, ChargeType},
+        plans::{Addon, ChargeType, key_problem},
     },
     error::{Error, Result, Violations},
     grpc::Ctx,
@@ -23,22 +23,6 @@ use crate::{
 use super::{addons::addon_proto, plan_proto};
 
 const BAD_TOKEN: &str = "is not a page token issued by this service";
-
-/// Longest catalogue key (`^[a-z][a-z0-9_]{0,63}$`).
-const MAX_KEY_LEN: usize = 64;
-
-/// Checks a catalogue key's shape.
-fn key_problem(key: &str) -> Option<String> {
-    if key.is_empty() {
-        return Some("is required".into());
-    }
-    let ok = key.len() <= MAX_KEY_LEN
-        && key.starts_with(|c: char| c.is_ascii_lowercase())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    (!ok).then(|| "must be a catalogue key matching ^[a-z][a-z0-9_]{0,63}$".into())
-}
 
 /// Page size and the position after which the page starts, from a request.
 struct CataloguePage {

@@ -2,7 +2,10 @@
 //! shape of seed 003's "current plan").
 
 use crate::{
-    auth::Caller, domain::plans, error::Result, grpc::Ctx, proto,
+    auth::Caller,
+    error::Result,
+    grpc::{Ctx, convert::effective_features},
+    proto,
     service::billing::quotas::effective_limits,
 };
 
@@ -22,9 +25,7 @@ pub async fn get_subscription(
     let org = access.org();
     let db = ctx.store.db();
     let catalogue = &ctx.settings.billing.catalogue;
-    let plan = catalogue
-        .plan(&org.plan)
-        .unwrap_or_else(|| catalogue.free());
+    let plan = catalogue.plan_or_free(&org.plan);
     let subscription = current(db, org.id).await?;
     let currency = org.currency.parse().ok();
     Ok(proto::GetSubscriptionResponse {
@@ -32,9 +33,6 @@ pub async fn get_subscription(
         plan: Some(plan_proto(plan, currency)),
         limits: Some(limits_proto(&effective_limits(catalogue, org))),
         usage: Some(usage(db, org, ctx.store.now()).await?),
-        effective_features: plans::effective_features(
-            &plan.default_features,
-            &plans::parse_overrides(&org.feature_overrides),
-        ),
+        effective_features: effective_features(catalogue, org),
     })
 }

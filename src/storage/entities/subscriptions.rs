@@ -25,7 +25,6 @@ pub struct Model {
     pub scheduled_plan_id: Option<String>,
     pub scheduled_interval: Option<String>,
     pub status_reason: String,
-    pub latest_invoice_id: Option<Uuid>,
     pub request_id: String,
     pub create_time: i64,
     pub update_time: i64,

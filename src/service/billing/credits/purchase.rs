@@ -57,14 +57,15 @@ pub(crate) fn check_gateway_id(v: &mut Violations, field: &str, value: &str, req
     }
 }
 
-/// The gateway idempotency key of a BuyCredits call: the caller's idempotency scope and
-/// request id, hashed, so a retry reaches the intent the first attempt created.
-fn gateway_key(principal: &Principal, request_id: &str) -> String {
+/// The gateway idempotency key of a call that creates a payment intent (`purpose`, e.g.
+/// `buy-credits`): the caller's idempotency scope and request id, hashed, so a retry
+/// reaches the intent the first attempt created.
+pub(crate) fn gateway_key(purpose: &str, principal: &Principal, request_id: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(principal.idempotency_scope().as_bytes());
     hasher.update([0]);
     hasher.update(request_id.as_bytes());
-    format!("tenantry-buy-credits-{}", hex::encode(hasher.finalize()))
+    format!("tenantry-{purpose}-{}", hex::encode(hasher.finalize()))
 }
 
 fn buy_response(row: &txns::Model, client_secret: &str) -> proto::BuyCreditsResponse {
@@ -132,7 +133,7 @@ pub async fn buy_credits(
             organization_id: org.id,
             amount_micros: amount,
             currency,
-            idempotency_key: gateway_key(&principal, &req.request_id),
+            idempotency_key: gateway_key("buy-credits", &principal, &req.request_id),
             payment_method_id: (!req.payment_method_id.is_empty())
                 .then(|| req.payment_method_id.clone()),
             description: format!("Credits for {}", org.name),

@@ -155,7 +155,7 @@ pub async fn create_invoice(
     let key = idempotency_key(&principal, "CreateInvoice", &req.request_id, &req)?;
     let result = async {
         let tx = ctx.store.write().await?;
-        lock_live(&tx, &org).await?;
+        let org = lock_live(&tx, &org).await?;
         let mut account = ledger::lock_account(&tx, &org, now).await?;
         // Checked under the account lock, so a concurrent twin's commit is visible.
         if let Some(done) = replayed(&tx, key.as_ref()).await? {
@@ -170,13 +170,14 @@ pub async fn create_invoice(
             memo,
             due_time,
         };
-        let issued = issue::issue(&tx, &ctx, &mut account, draft, &request_id, now).await?;
+        let issued = issue::issue(&tx, &ctx, &org, &mut account, draft, &request_id, now).await?;
         let mut invoice = issued.invoice;
         let mut transaction = None;
         if req.pay_from_credits && pay::can_pay_from_credits(&ctx, &account, &invoice) {
             let paid = pay::pay_from_credits(
                 &tx,
                 &ctx,
+                &org,
                 &mut account,
                 &invoice,
                 principal.author(),

@@ -1,7 +1,6 @@
 //! The `invoice.issued` and `invoice.paid` events, emitted where an invoice is issued
 //! ([`super::issue`]) and where it is paid ([`super::pay_from_credits`]).
 
-use sea_orm::EntityTrait;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -10,7 +9,7 @@ use crate::{
         clock::from_micros,
         ids::{self, IdKind},
     },
-    error::{Error, Result},
+    error::Result,
     events::outbox,
     storage::{
         Tx,
@@ -20,18 +19,15 @@ use crate::{
 
 use super::pay::shown;
 
-/// Emits `event_type` for `invoice` as it is now, in its organization.
+/// Emits `event_type` for `invoice` as it is now, in its organization `org`.
 pub(super) async fn emit(
     tx: &Tx,
     now: i64,
+    org: &organizations::Model,
     invoice: &invoices::Model,
     event_type: &'static str,
     request_id: &str,
 ) -> Result<Uuid> {
-    let org = organizations::Entity::find_by_id(invoice.organization_id)
-        .one(&**tx)
-        .await?
-        .ok_or_else(|| Error::Internal("an invoice's organization is missing".into()))?;
     let money = |m| shown(&invoice.currency, m);
     let data = json!({
         "organization_id": ids::encode(IdKind::Organization, invoice.organization_id),
@@ -45,5 +41,5 @@ pub(super) async fn emit(
         "transaction_id": invoice.payment_transaction_id.map(|t| ids::encode(IdKind::Transaction, t)),
         "due_time": invoice.due_time.map(|t| from_micros(t).to_rfc3339()),
     });
-    outbox::emit(tx, now, &org, event_type, request_id, data).await
+    outbox::emit(tx, now, org, event_type, request_id, data).await
 }

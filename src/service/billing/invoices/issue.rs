@@ -18,7 +18,7 @@ use crate::{
     service::billing::ledger,
     storage::{
         Tx,
-        entities::{billing_accounts, invoice_lines, invoices},
+        entities::{billing_accounts, invoice_lines, invoices, organizations},
     },
 };
 
@@ -119,10 +119,12 @@ fn price(lines: &[NewLine], currency: Currency) -> Result<(Vec<i64>, i64)> {
 /// (PAID at once when the total is zero). The currency is the account's, the one its
 /// payment will be debited in. Fails INVALID_ARGUMENT on no lines, a quantity below 1,
 /// amounts out of bounds or a negative total, writing nothing. Emits `invoice.issued`
-/// (and `invoice.paid` for a zero total) with `request_id`.
+/// (and `invoice.paid` for a zero total) with `request_id` in `org`, the account's
+/// organization.
 pub async fn issue(
     tx: &Tx,
     ctx: &Ctx,
+    org: &organizations::Model,
     account: &mut billing_accounts::Model,
     draft: NewInvoice,
     request_id: &str,
@@ -188,9 +190,9 @@ pub async fn issue(
     invoice_lines::Entity::insert_many(lines.iter().cloned().map(invoice_lines::ActiveModel::from))
         .exec(&**tx)
         .await?;
-    super::events::emit(tx, now, &invoice, types::INVOICE_ISSUED, request_id).await?;
+    super::events::emit(tx, now, org, &invoice, types::INVOICE_ISSUED, request_id).await?;
     if paid {
-        super::events::emit(tx, now, &invoice, types::INVOICE_PAID, request_id).await?;
+        super::events::emit(tx, now, org, &invoice, types::INVOICE_PAID, request_id).await?;
     }
     Ok(Issued { invoice, lines })
 }

@@ -15,7 +15,7 @@ use crate::{
     service::billing::ledger::{self, Entry},
     storage::{
         Tx,
-        entities::{billing_accounts, credit_transactions, invoices},
+        entities::{billing_accounts, credit_transactions, invoices, organizations},
     },
 };
 
@@ -50,11 +50,14 @@ pub fn can_pay_from_credits(
 
 /// Pays an OPEN invoice (read under [`super::lock`] after the account lock) from the
 /// locked account: posts an INVOICE_PAYMENT entry of minus the amount due and marks the
-/// invoice PAID (emitting `invoice.paid`). Fails `INVOICE_NOT_OPEN` for any other status and
-/// `INSUFFICIENT_CREDITS` when the balance does not cover it, writing nothing.
+/// invoice PAID (emitting `invoice.paid` in `org`, the account's organization). Fails
+/// `INVOICE_NOT_OPEN` for any other status and `INSUFFICIENT_CREDITS` when the balance
+/// does not cover it, writing nothing.
+#[allow(clippy::too_many_arguments)]
 pub async fn pay_from_credits(
     tx: &Tx,
     ctx: &Ctx,
+    org: &organizations::Model,
     account: &mut billing_accounts::Model,
     invoice: &invoices::Model,
     author: String,
@@ -95,7 +98,7 @@ pub async fn pay_from_credits(
         ..Default::default()
     };
     let invoice = save(tx, invoice, change, now).await?;
-    super::events::emit(tx, now, &invoice, types::INVOICE_PAID, request_id).await?;
+    super::events::emit(tx, now, org, &invoice, types::INVOICE_PAID, request_id).await?;
     Ok(Paid {
         invoice,
         transaction,
@@ -105,9 +108,11 @@ pub async fn pay_from_credits(
 /// The "prepaid" rule of subscription invoices: pays a just-issued OPEN invoice from the
 /// locked account when the balance (with the overdraft) covers it, else leaves it OPEN.
 /// Returns the invoice as it is now and whether this call paid it.
+#[allow(clippy::too_many_arguments)]
 async fn collect_if_covered(
     tx: &Tx,
     ctx: &Ctx,
+    org: &organizations::Model,
     account: &mut billing_accounts::Model,
     invoice: invoices::Model,
     author: String,
@@ -117,25 +122,36 @@ async fn collect_if_covered(
     if !can_pay_from_credits(ctx, account, &invoice) {
         return Ok((invoice, false));
     }
-    let paid = pay_from_credits(tx, ctx, account, &invoice, author, request_id, now).await?;
+    let paid = pay_from_credits(tx, ctx, org, account, &invoice, author, request_id, now).await?;
     Ok((paid.invoice, true))
 }
 
 /// Issues an invoice on the locked account ([`super::issue`]) and applies the prepaid
 /// rule ([`collect_if_covered`]): the invoice as it is now, with its lines, and whether
 /// this call paid it from credits.
+#[allow(clippy::too_many_arguments)]
 pub async fn issue_and_collect(
     tx: &Tx,
     ctx: &Ctx,
+    org: &organizations::Model,
     account: &mut billing_accounts::Model,
     draft: super::NewInvoice,
     author: String,
     request_id: &str,
     now: i64,
 ) -> Result<(super::Issued, bool)> {
-    let issued = super::issue(tx, ctx, account, draft, request_id, now).await?;
-    let (invoice, paid) =
-        collect_if_covered(tx, ctx, account, issued.invoice, author, request_id, now).await?;
+    let issued = super::issue(tx, ctx, org, account, draft, request_id, now).await?;
+    let (invoice, paid) = collect_if_covered(
+        tx,
+        ctx,
+        org,
+        account,
+        issued.invoice,
+        author,
+        request_id,
+        now,
+    )
+    .await?;
     Ok((
         super::Issued {
             invoice,

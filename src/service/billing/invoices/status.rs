@@ -17,7 +17,11 @@ use crate::{
         audit, audit_request_id, check_etag, commit, idempotency_key, orgs::lock_live, replayed,
         settle, subscriptions,
     },
-    storage::{audit::AuditRecord, entities::invoices},
+    storage::{
+        Tx,
+        audit::AuditRecord,
+        entities::{invoices, organizations, subscriptions as subscriptions_table},
+    },
 };
 
 use super::{
@@ -47,7 +51,7 @@ pub async fn pay_invoice(
     let key = idempotency_key(&principal, "PayInvoice", &req.request_id, &req)?;
     let result = async {
         let tx = ctx.store.write().await?;
-        lock_live(&tx, &org).await?;
+        let org = lock_live(&tx, &org).await?;
         // Lock order: organization → subscription → billing account → invoice.
         let subscription = subscriptions::lock_current(&tx, org.id).await?;
         let now = ctx.store.now();
@@ -61,6 +65,7 @@ pub async fn pay_invoice(
         let paid = pay::pay_from_credits(
             &tx,
             &ctx,
+            &org,
             &mut account,
             &invoice,
             principal.author(),
@@ -69,17 +74,16 @@ pub async fn pay_invoice(
         )
         .await?;
         let invoice = paid.invoice;
-        // Paying a PAST_DUE subscription's overdue invoice makes it ACTIVE again once
-        // none is left overdue.
-        let reactivated = match &subscription {
-            Some(sub) if invoice.subscription_id == Some(sub.id) => {
-                subscriptions::cycle::reactivate_if_settled(&tx, &ctx, sub, now).await?
-            }
-            _ => None,
-        };
-        if let Some(sub) = &reactivated {
-            subscriptions::events::changed(&tx, now, &org, sub, "recovered", &request_id).await?;
-        }
+        let reactivated = recover_subscription(
+            &tx,
+            &ctx,
+            &org,
+            subscription.as_ref(),
+            &invoice,
+            &request_id,
+            now,
+        )
+        .await?;
         let money = |m| shown(&invoice.currency, m);
         audit(
             &tx,
@@ -118,6 +122,30 @@ pub async fn pay_invoice(
     settle(&ctx, key.as_ref(), result).await
 }
 
+/// Makes the invoice's PAST_DUE subscription ACTIVE again once this transition (paid,
+/// voided, uncollectible) left none of its invoices overdue, emitting
+/// `subscription.changed` (`recovered`). The caller holds the organization's and the
+/// subscription's locks (taken before the invoice's).
+async fn recover_subscription(
+    tx: &Tx,
+    ctx: &Ctx,
+    org: &organizations::Model,
+    subscription: Option<&subscriptions_table::Model>,
+    invoice: &invoices::Model,
+    request_id: &str,
+    now: i64,
+) -> Result<Option<subscriptions_table::Model>> {
+    let Some(sub) = subscription.filter(|s| invoice.subscription_id == Some(s.id)) else {
+        return Ok(None);
+    };
+    let cutoff = subscriptions::cycle::overdue_cutoff(ctx, now);
+    let reactivated = subscriptions::cycle::reactivate_if_settled(tx, sub, cutoff, now).await?;
+    if let Some(sub) = &reactivated {
+        subscriptions::events::changed(tx, now, org, sub, "recovered", request_id).await?;
+    }
+    Ok(reactivated)
+}
+
 /// A closing transition requested by an operator.
 struct Close<'a> {
     method: &'static str,
@@ -146,6 +174,9 @@ async fn close(ctx: &Ctx, caller: &Caller, close: Close<'_>) -> Result<proto::In
     v.finish()?;
     let id = id.ok_or_else(|| Error::invalid("invoice_id", "is required"))?;
     let tx = ctx.store.write().await?;
+    // Lock order: organization → subscription → invoice, as PayInvoice.
+    let org = lock_live(&tx, access.org()).await?;
+    let subscription = subscriptions::lock_current(&tx, org_id).await?;
     let now = ctx.store.now();
     let invoice = super::lock(&tx, org_id, id).await?;
     check_etag(close.etag, invoice.version)?;
@@ -159,6 +190,17 @@ async fn close(ctx: &Ctx, caller: &Caller, close: Close<'_>) -> Result<proto::In
         ..Default::default()
     };
     let updated = pay::save(&tx, &invoice, change, now).await?;
+    let request_id = audit_request_id(caller, None);
+    let reactivated = recover_subscription(
+        &tx,
+        ctx,
+        &org,
+        subscription.as_ref(),
+        &updated,
+        request_id,
+        now,
+    )
+    .await?;
     let principal = access.principal().clone();
     audit(
         &tx,
@@ -169,7 +211,7 @@ async fn close(ctx: &Ctx, caller: &Caller, close: Close<'_>) -> Result<proto::In
             action: close.method,
             target_type: "invoice",
             target_id: ids::encode(IdKind::Invoice, id),
-            request_id: audit_request_id(caller, None),
+            request_id,
             summary: json!({
                 "number": updated.number,
                 "from": invoice.status,
@@ -181,6 +223,9 @@ async fn close(ctx: &Ctx, caller: &Caller, close: Close<'_>) -> Result<proto::In
                     updated.total_micros - updated.amount_paid_micros
                 ),
                 "currency": updated.currency,
+                "subscription_reactivated": reactivated
+                    .as_ref()
+                    .map(|s| ids::encode(IdKind::Subscription, s.id)),
             }),
         },
     )

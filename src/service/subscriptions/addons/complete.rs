@@ -158,12 +158,22 @@ pub async fn complete_with_intent<R: prost::Message + Default>(
         tx.commit().await?;
         return Ok(response);
     };
+    // The row as it is once updated (the update below is conditional on the version it
+    // was read at, so nothing else changed it).
+    let row = service_purchases::Model {
+        status: status.as_str().to_owned(),
+        failure_reason: failure_reason.to_owned(),
+        activate_time: (status == PurchaseStatus::Active).then_some(now),
+        update_time: now,
+        version: current.version + 1,
+        ..current.clone()
+    };
     let update = service_purchases::ActiveModel {
-        status: Set(status.as_str().to_owned()),
-        failure_reason: Set(failure_reason.to_owned()),
-        activate_time: Set((status == PurchaseStatus::Active).then_some(now)),
+        status: Set(row.status.clone()),
+        failure_reason: Set(row.failure_reason.clone()),
+        activate_time: Set(row.activate_time),
         update_time: Set(now),
-        version: Set(current.version + 1),
+        version: Set(row.version),
         ..Default::default()
     };
     let updated = service_purchases::Entity::update_many()
@@ -178,7 +188,6 @@ pub async fn complete_with_intent<R: prost::Message + Default>(
             "a service purchase changed under its organization's lock".into(),
         ));
     }
-    let row = reload(&tx, purchase_id).await?;
     let currency = row.currency.parse().unwrap_or(Currency::Usd);
     let event_type = if status == PurchaseStatus::Active {
         types::PAYMENT_SUCCEEDED

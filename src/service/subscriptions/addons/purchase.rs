@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::{
     auth::{Caller, Principal},
@@ -24,7 +23,7 @@ use crate::{
     service::{
         audit, audit_request_id,
         billing::{
-            credits::purchase::check_gateway_id,
+            credits::purchase::{check_gateway_id, gateway_key},
             ledger::{self, Entry},
             require_request_id,
         },
@@ -43,19 +42,6 @@ use super::{
 
 /// Most units bought at once.
 const MAX_QUANTITY: i32 = 1_000;
-
-/// The gateway idempotency key of a PurchaseService call: the caller's idempotency scope
-/// and request id, hashed, so a retry reaches the intent the first attempt created.
-fn gateway_key(principal: &Principal, request_id: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(principal.idempotency_scope().as_bytes());
-    hasher.update([0]);
-    hasher.update(request_id.as_bytes());
-    format!(
-        "tenantry-purchase-service-{}",
-        hex::encode(hasher.finalize())
-    )
-}
 
 /// What a validated request buys.
 struct Order<'a> {
@@ -296,7 +282,7 @@ async fn through_gateway(
             organization_id: order.org.id,
             amount_micros: order.total_micros,
             currency: order.currency,
-            idempotency_key: gateway_key(order.principal, request_id),
+            idempotency_key: gateway_key("purchase-service", order.principal, request_id),
             payment_method_id: (!payment_method_id.is_empty())
                 .then(|| payment_method_id.to_owned()),
             description: format!(

@@ -16,8 +16,11 @@ use crate::{
     grpc::Ctx,
     proto,
     service::{
-        audit, audit_request_id, billing::require_request_id, check_etag, commit, idempotency_key,
-        orgs::lock_live, replayed, settle,
+        audit, audit_request_id,
+        billing::require_request_id,
+        check_etag, commit, idempotency_key,
+        orgs::{activation::reason_of, lock_live},
+        replayed, settle,
     },
     storage::{Tx, audit::AuditRecord, entities::service_agreements as agreements},
 };
@@ -35,8 +38,6 @@ const MAX_METADATA_KEY_LEN: usize = 64;
 const MAX_METADATA_VALUE_LEN: usize = 512;
 /// Longest terms version.
 const MAX_VERSION_LEN: usize = 64;
-/// Longest revocation reason.
-const MAX_REASON_LEN: usize = 500;
 
 /// Checks acceptance metadata: at most 16 entries, keys 1-64 and values up to 512
 /// characters.
@@ -226,13 +227,7 @@ pub async fn revoke_agreement(
         .await?;
     let mut v = Violations::new();
     check_service_id(&mut v, &req.service_id);
-    let reason = req.reason.trim();
-    if reason.chars().count() > MAX_REASON_LEN {
-        v.add(
-            "reason",
-            format!("must be at most {MAX_REASON_LEN} characters"),
-        );
-    }
+    let reason = reason_of(&mut v, &req.reason, false);
     v.finish()?;
     let principal = access.principal();
     let tx = ctx.store.write().await?;
@@ -246,7 +241,7 @@ pub async fn revoke_agreement(
         row.status = Set(AgreementStatus::Revoked.as_str().to_owned());
         row.revoked_by = Set(principal.author());
         row.revoke_time = Set(Some(now));
-        row.revoke_reason = Set(reason.to_owned());
+        row.revoke_reason = Set(reason.clone());
     })
     .await?;
     let row = agreements::Entity::find_by_id(current.id)

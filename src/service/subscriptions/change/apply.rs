@@ -4,11 +4,11 @@
 use sea_orm::ActiveValue::Set;
 use serde_json::json;
 
-use super::{Prepared, compute, compute::Effect, limits_exceeded, prepare, wanted};
+use super::{Prepared, compute::Effect, limits_exceeded, prepare, wanted};
 use crate::{
     auth::{Caller, Principal},
     domain::{
-        billing::{InvoiceStatus, TxnKind},
+        billing::TxnKind,
         ids::{self, IdKind},
     },
     error::{Error, Result, Violations},
@@ -24,9 +24,7 @@ use crate::{
         check_etag, commit, idempotency_key,
         orgs::lock_live,
         replayed, settle,
-        subscriptions::{
-            events, exceeded, lock_current, no_subscription, save, set_plan, to_proto, usage,
-        },
+        subscriptions::{events, lock_current, no_subscription, save, set_plan, to_proto},
     },
     storage::{
         Tx,
@@ -65,11 +63,9 @@ pub async fn change_plan(
             .ok_or_else(|| no_subscription(&org))?;
         check_etag(&req.etag, sub.version)?;
         let prepared = prepare(&ctx, &org, &sub, &wanted, now)?;
-        if prepared.checks_limits() {
-            let found = exceeded(&prepared.to.limits, &usage(&*tx, &org, now).await?);
-            if !found.is_empty() {
-                return Err(limits_exceeded(prepared.to, &found));
-            }
+        let found = prepared.violations(&ctx, &*tx, &org, now).await?;
+        if !found.is_empty() {
+            return Err(limits_exceeded(prepared.to, &found));
         }
         let request_id = audit_request_id(&caller, key.as_ref()).to_owned();
         let c = &prepared.computed;
@@ -96,13 +92,10 @@ pub async fn change_plan(
                     change.current_period_end = Set(reset.end);
                 }
                 if !c.lines.is_empty() {
-                    let issued =
+                    invoice = Some(
                         invoice_change(&tx, &ctx, &org, &sub, &prepared, &principal, &request_id, now)
-                            .await?;
-                    if issued.invoice.status == InvoiceStatus::Open.as_str() {
-                        change.latest_invoice_id = Set(Some(issued.invoice.id));
-                    }
-                    invoice = Some(issued);
+                            .await?,
+                    );
                 }
                 set_plan(&tx, &org, &prepared.to.id, now).await?;
             }
@@ -176,6 +169,7 @@ async fn invoice_change(
     let (issued, _) = invoices::issue_and_collect(
         tx,
         ctx,
+        org,
         &mut account,
         NewInvoice {
             subscription_id: Some(sub.id),
@@ -185,9 +179,9 @@ async fn invoice_change(
             memo: format!(
                 "Plan change: {} ({}) → {} ({})",
                 prepared.from.name,
-                compute::word(prepared.from_interval),
+                prepared.from_interval.adjective(),
                 prepared.to.name,
-                compute::word(prepared.to_interval),
+                prepared.to_interval.adjective(),
             ),
             due_time: None,
         },

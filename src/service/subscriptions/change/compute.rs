@@ -107,14 +107,6 @@ impl Computed {
     }
 }
 
-/// The description of an interval in line texts.
-pub fn word(interval: Interval) -> &'static str {
-    match interval {
-        Interval::Month => "monthly",
-        Interval::Year => "annual",
-    }
-}
-
 fn instant(at: i64) -> String {
     from_micros(at).format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
@@ -167,7 +159,7 @@ pub fn compute(
             format!(
                 "the subscription is already on the {} plan, {}",
                 current.plan.id,
-                word(current.interval)
+                current.interval.adjective()
             ),
         ));
     }
@@ -216,7 +208,7 @@ pub fn compute(
             format!(
                 "Remaining time on {} ({}) from {}",
                 target.plan.name,
-                word(target.interval),
+                target.interval.adjective(),
                 instant(at)
             ),
         ),
@@ -226,7 +218,7 @@ pub fn compute(
             format!(
                 "{} ({}) from {} to {}",
                 target.plan.name,
-                word(target.interval),
+                target.interval.adjective(),
                 instant(reset.anchor),
                 instant(reset.end)
             ),
@@ -239,7 +231,7 @@ pub fn compute(
             format!(
                 "Unused time on {} ({}) after {}",
                 current.plan.name,
-                word(current.interval),
+                current.interval.adjective(),
                 instant(at)
             ),
             -credit,

@@ -149,6 +149,7 @@ pub(super) async fn bill(
     let (issued, paid) = invoices::issue_and_collect(
         tx,
         ctx,
+        org,
         &mut account,
         NewInvoice {
             subscription_id: Some(sub.id),
@@ -194,6 +195,6 @@ pub(super) async fn bill(
 }
 
 /// `YYYY-MM-DD` of an instant.
-pub(super) fn day(at: i64) -> String {
+fn day(at: i64) -> String {
     from_micros(at).format("%Y-%m-%d").to_string()
 }

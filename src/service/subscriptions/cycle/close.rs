@@ -19,20 +19,19 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        billing::LineKind,
         clock::from_micros,
         ids::{self, IdKind},
-        money::{Currency, Money},
-        plans::{FREE_PLAN, Interval},
-        subscription::{SubStatus, period_end},
+        money::Money,
+        plans::Interval,
+        subscription::{SubStatus, next_boundary},
     },
     error::{Error, Result},
+    grpc::convert::org_currency,
     service::{
         audit,
-        billing::invoices::NewLine,
         subscriptions::{
-            events,
-            lifecycle::{period_description, price_for},
+            end as subscriptions_end, events,
+            lifecycle::{price_for, subscription_line},
             save, set_plan,
         },
     },
@@ -45,7 +44,7 @@ use crate::{
 
 use super::{
     Claim, Run,
-    billing::{addon_lines, agent_fees, bill, day},
+    billing::{addon_lines, agent_fees, bill},
     claim_org, claim_subscription,
 };
 
@@ -143,18 +142,7 @@ async fn end_subscription(
     let (fees, records) = agent_fees(tx, org.id, end, true).await?;
     let period = (sub.current_period_start, end);
     let invoice = bill(run, tx, org, sub, period, fees, &records, now).await?;
-    let change = subscriptions::ActiveModel {
-        status: Set(SubStatus::Canceled.as_str().to_owned()),
-        end_time: Set(Some(end)),
-        cancel_at_period_end: Set(false),
-        cancel_request_time: Set(Some(sub.cancel_request_time.unwrap_or(now))),
-        scheduled_plan_id: Set(None),
-        scheduled_interval: Set(None),
-        latest_invoice_id: Set(invoice.as_ref().map(|i| i.0.id).or(sub.latest_invoice_id)),
-        ..Default::default()
-    };
-    let saved = save(tx, sub, change, now).await?;
-    set_plan(tx, org, FREE_PLAN, now).await?;
+    let (_, saved) = subscriptions_end(tx, org, sub, "", end, now).await?;
     let details = json!({
         "canceled": true,
         "end_time": from_micros(end).to_rfc3339(),
@@ -183,28 +171,20 @@ async fn advance(
     } else {
         sub.status.as_str()
     };
-    let currency: Currency = org.currency.parse().unwrap_or(Currency::Usd);
+    let currency = org_currency(org);
     let terms = next_terms(run, org, sub, trial_ended, end);
-    let next_end = period_end(terms.anchor, terms.interval, end)
+    let next_end = next_boundary(terms.anchor, terms.interval, end)
         .filter(|next| *next > end)
         .ok_or_else(|| Error::Internal("the next period end is beyond the calendar".into()))?;
     let mut lines = Vec::new();
     if terms.price > 0 {
-        let description = match run.ctx.settings.billing.catalogue.plan(&terms.plan_id) {
-            Some(plan) => period_description(plan, terms.interval, end, next_end),
-            None => format!("{} plan: {} – {}", terms.plan_id, day(end), day(next_end)),
-        };
-        lines.push(NewLine {
-            description,
-            kind: LineKind::Subscription,
-            quantity: 1,
-            unit_amount_micros: terms.price,
-            period_start: end,
-            period_end: next_end,
-            plan_id: terms.plan_id.clone(),
-            agent_id: None,
-            service_id: String::new(),
-        });
+        lines.push(subscription_line(
+            &run.ctx.settings.billing.catalogue,
+            &terms.plan_id,
+            terms.interval,
+            terms.price,
+            (end, next_end),
+        ));
     }
     lines.extend(addon_lines(tx, org.id, currency, terms.interval, (end, next_end)).await?);
     let (fees, records) = agent_fees(tx, org.id, end, false).await?;
@@ -220,7 +200,6 @@ async fn advance(
         current_period_end: Set(next_end),
         scheduled_plan_id: Set(None),
         scheduled_interval: Set(None),
-        latest_invoice_id: Set(invoice.as_ref().map(|i| i.0.id).or(sub.latest_invoice_id)),
         ..Default::default()
     };
     let saved = save(tx, sub, change, now).await?;
@@ -316,7 +295,7 @@ async fn finish(
     invoice: Option<&(invoices::Model, bool)>,
     mut details: serde_json::Value,
 ) -> Result<()> {
-    let currency: Currency = org.currency.parse().unwrap_or(Currency::Usd);
+    let currency = org_currency(org);
     details["period_end"] = json!(from_micros(closed_end).to_rfc3339());
     details["invoice"] = match invoice {
         Some((invoice, paid)) => json!({

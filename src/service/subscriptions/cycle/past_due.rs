@@ -1,12 +1,13 @@
 //! PAST_DUE. A subscription (ACTIVE or TRIALING) is PAST_DUE once one of its invoices
 //! has stayed OPEN for the grace period (`subscription_grace_days`) after its issue; it
-//! is ACTIVE again as soon as none is left — PayInvoice checks that in its own
-//! transaction ([`reactivate_if_settled`]), and each run of the cycle catches the other
-//! ways out (an operator voided the invoice or marked it uncollectible). The rule looks
-//! at every OPEN invoice of the subscription, not only the latest: paying the newest
-//! one while an older one is still overdue keeps it PAST_DUE.
+//! is ACTIVE again as soon as none is left — PayInvoice, VoidInvoice and
+//! MarkInvoiceUncollectible check that in their own transaction
+//! ([`reactivate_if_settled`]), and each run of the cycle catches any other way out
+//! (e.g. a longer grace period configured since). The rule looks at every OPEN invoice
+//! of the subscription, not only the latest: paying the newest one while an older one
+//! is still overdue keeps it PAST_DUE.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Query};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -35,8 +36,8 @@ use super::{Claim, Run, Summary, claim_org, claim_subscription};
 /// Largest id list in one `IN (…)`.
 const CHUNK: usize = 500;
 
-/// Issue times at or before this are overdue at `at`.
-fn overdue_cutoff(ctx: &Ctx, at: i64) -> i64 {
+/// Invoices issued at or before this instant are overdue at `at`.
+pub fn overdue_cutoff(ctx: &Ctx, at: i64) -> i64 {
     at.saturating_sub(i64::from(ctx.settings.billing.subscription_grace_days) * 24 * 3600 * SECOND)
 }
 
@@ -56,18 +57,18 @@ async fn oldest_overdue<C: sea_orm::ConnectionTrait>(
 }
 
 /// Puts a PAST_DUE subscription (read under the organization's and its own lock) back
-/// to ACTIVE when none of its invoices is overdue at `now` any more; returns the saved
-/// row when it did. For PayInvoice, after the payment, in the same transaction.
+/// to ACTIVE when none of its OPEN invoices was issued at or before `cutoff` (see
+/// [`overdue_cutoff`]); returns the saved row when it did. For the invoice transitions
+/// that may settle it (PayInvoice, VoidInvoice, MarkInvoiceUncollectible), in their
+/// transaction, and for the cycle.
 pub async fn reactivate_if_settled(
     tx: &Tx,
-    ctx: &Ctx,
     sub: &subscriptions::Model,
+    cutoff: i64,
     now: i64,
 ) -> Result<Option<subscriptions::Model>> {
     if sub.status != SubStatus::PastDue.as_str()
-        || oldest_overdue(&**tx, sub.id, overdue_cutoff(ctx, now))
-            .await?
-            .is_some()
+        || oldest_overdue(&**tx, sub.id, cutoff).await?.is_some()
     {
         return Ok(None);
     }
@@ -123,22 +124,27 @@ pub(super) async fn run(run: &Run<'_>, org: Option<Uuid>, summary: &mut Summary)
             }
         }
     }
-    let mut past_due = subscriptions::Entity::find()
-        .select_only()
-        .column(subscriptions::Column::Id)
-        .column(subscriptions::Column::OrganizationId)
-        .filter(subscriptions::Column::Status.eq(SubStatus::PastDue.as_str()));
-    if let Some(org) = org {
-        past_due = past_due.filter(subscriptions::Column::OrganizationId.eq(org));
-    }
-    let past_due: Vec<(Uuid, Uuid)> = past_due.into_tuple().all(db).await?;
     // Settled is a fact of the present: an invoice overdue now keeps it PAST_DUE even
     // when the run is made as of an earlier instant.
     let settled_cutoff = overdue_cutoff(run.ctx, run.at.max(run.ctx.store.now()));
-    for (sub_id, org_id) in past_due {
-        if oldest_overdue(db, sub_id, settled_cutoff).await?.is_some() {
-            continue;
-        }
+    let overdue_subscriptions = Query::select()
+        .column(invoices::Column::SubscriptionId)
+        .from(invoices::Entity)
+        .and_where(invoices::Column::SubscriptionId.is_not_null())
+        .and_where(invoices::Column::Status.eq(InvoiceStatus::Open.as_str()))
+        .and_where(invoices::Column::IssueTime.lte(settled_cutoff))
+        .to_owned();
+    let mut settled = subscriptions::Entity::find()
+        .select_only()
+        .column(subscriptions::Column::Id)
+        .column(subscriptions::Column::OrganizationId)
+        .filter(subscriptions::Column::Status.eq(SubStatus::PastDue.as_str()))
+        .filter(subscriptions::Column::Id.not_in_subquery(overdue_subscriptions));
+    if let Some(org) = org {
+        settled = settled.filter(subscriptions::Column::OrganizationId.eq(org));
+    }
+    let settled: Vec<(Uuid, Uuid)> = settled.into_tuple().all(db).await?;
+    for (sub_id, org_id) in settled {
         match settle(run, sub_id, org_id, settled_cutoff).await {
             Ok(true) => summary.subscriptions_reactivated += 1,
             Ok(false) => {}
@@ -210,16 +216,9 @@ async fn settle(run: &Run<'_>, sub_id: Uuid, org_id: Uuid, cutoff: i64) -> Resul
     let Claim::Got(sub) = claim_subscription(&tx, sub_id).await? else {
         return Ok(false);
     };
-    if sub.status != SubStatus::PastDue.as_str()
-        || oldest_overdue(&*tx, sub.id, cutoff).await?.is_some()
-    {
+    let Some(saved) = reactivate_if_settled(&tx, &sub, cutoff, now).await? else {
         return Ok(false);
-    }
-    let change = subscriptions::ActiveModel {
-        status: sea_orm::ActiveValue::Set(SubStatus::Active.as_str().to_owned()),
-        ..Default::default()
     };
-    let saved = save(&tx, &sub, change, now).await?;
     events::changed(&tx, now, &org, &saved, "recovered", run.request_id).await?;
     audit(
         &tx,
