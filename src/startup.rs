@@ -20,7 +20,7 @@ use crate::{
         Ctx, billing::Billing, organization::Organizations, subscription::Subscriptions,
         transfer::Transfers,
     },
-    payments::{Payments, webhook},
+    payments::webhook,
     proto::{
         self, billing_service_server::BillingServiceServer,
         organization_service_server::OrganizationServiceServer,
@@ -111,11 +111,7 @@ impl Application {
             http_addr: http.local_addr()?,
             grpc,
             http,
-            ctx: Ctx {
-                payments: Payments::new(store.clone(), &settings.billing),
-                store,
-                settings: Arc::new(settings),
-            },
+            ctx: Ctx::new(store, settings),
             verifier,
         })
     }

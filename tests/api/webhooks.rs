@@ -18,7 +18,6 @@ use tenantry::{
     },
     events::{dispatcher, outbox},
     grpc::Ctx,
-    payments::Payments,
     proto,
     storage::entities::{audit_entries, webhook_deliveries, webhook_endpoints},
 };
@@ -146,11 +145,7 @@ pub(crate) async fn emit(
 fn replica(app: &TestApp) -> Ctx {
     let mut settings = Settings::local("unused", SECRET);
     fast(&mut settings);
-    Ctx {
-        payments: Payments::new(app.store.clone(), &settings.billing),
-        store: app.store.clone(),
-        settings: Arc::new(settings),
-    }
+    Ctx::new(app.store.clone(), settings)
 }
 
 /// Checks a request's signature the way a receiver does.
