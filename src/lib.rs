@@ -13,3 +13,4 @@ pub mod proto;
 pub mod service;
 pub mod startup;
 pub mod storage;
+pub mod telemetry;

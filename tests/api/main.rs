@@ -21,6 +21,7 @@ mod helpers;
 mod idempotency;
 mod invoices;
 mod members;
+mod metrics;
 mod migrations;
 mod organizations;
 mod ownership;
