@@ -12,12 +12,13 @@ use rand::RngCore;
 use tenantry::{
     auth::jwt::{self, MintClaims},
     auth::{OrgRef, find_org},
-    config::{AuthArgs, BillingArgs, DatabaseArgs, LogFormat, Secret, ServeArgs, Settings},
+    config::{AuthArgs, BillingArgs, DatabaseArgs, Secret, ServeArgs, Settings},
     domain::clock::SystemClock,
     grpc::Ctx,
     service::{billing::credits, subscriptions::cycle},
     startup::Application,
     storage::Store,
+    telemetry::otel,
 };
 
 #[derive(Debug, Parser)]
@@ -292,16 +293,6 @@ fn mint(
     .map_err(anyhow::Error::msg)
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives while the server
 /// is still starting is not fatal) and returns the future that completes on either.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
@@ -325,8 +316,16 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
     }
 }
 
+/// Runs the server with logs and OpenTelemetry installed; the spans still queued are
+/// flushed when it stops, whichever way.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+    let telemetry = otel::init(args.log_format)?;
+    let served = serve_until_stopped(args).await;
+    telemetry.shutdown().await;
+    served
+}
+
+async fn serve_until_stopped(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let secret = if args.dev {
         secret_for(&args.auth, true)?

@@ -5,7 +5,13 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::{Server, server::TcpIncoming};
 
@@ -29,7 +35,11 @@ use crate::{
     },
     service::subscriptions::cycle,
     storage::{Store, idempotency},
+    telemetry::{metrics::Metrics, rpc::RpcLayer},
 };
+
+/// Content type of the `/metrics` exposition.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Names the health service reports on, besides the overall "".
 const SERVICE_NAMES: [&str; 4] = [
@@ -241,10 +251,12 @@ impl Application {
         let http_state = HttpState {
             store: ctx.store.clone(),
             draining: draining_rx,
+            metrics: ctx.metrics.clone(),
         };
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
             .route("/webhooks/stripe", webhook::route(ctx.clone()))
             .with_state(http_state);
         let mut http_stop = stop_rx.clone();
@@ -253,7 +265,10 @@ impl Application {
         });
 
         let mut grpc_stop = stop_rx.clone();
+        // The first layer is the outermost: the RPC span and metrics cover the auth layer's
+        // refusals too.
         let grpc_server = Server::builder()
+            .layer(RpcLayer::new(ctx.metrics.clone()))
             .layer(AuthLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -298,6 +313,18 @@ impl Application {
 struct HttpState {
     store: Store,
     draining: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics text) exposition.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match state.metrics.render(&state.store).await {
+        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "encoding the metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {

@@ -49,9 +49,10 @@ fn tools_present(check: &str, tools: &[&str]) -> bool {
 }
 
 /// Runs a repository script and fails with its output when it fails.
-fn run(script: &Path, args: &[&str]) {
+fn run(script: &Path, args: &[&str], envs: &[(&str, &str)]) {
     let output = Command::new(script)
         .args(args)
+        .envs(envs.iter().copied())
         .current_dir(root())
         .stdin(std::process::Stdio::null())
         .output()
@@ -72,5 +73,19 @@ fn python_and_typescript_clients_pass_their_smoke_tests() {
     if !tools_present("client smoke tests", &["python3", "node", "npm", "curl"]) {
         return;
     }
-    run(&root().join("clients/smoke"), &[BIN]);
+    run(&root().join("clients/smoke"), &[BIN], &[]);
+}
+
+#[test]
+fn the_helm_chart_and_dockerfile_pass_offline_validation() {
+    if !tools_present("chart validation", &["python3"]) {
+        return;
+    }
+    // The chart's smoke step starts this binary with the rendered pod environment (and,
+    // with TENANTRY_TEST_DATABASE_URL, runs the migration Job's command on PostgreSQL).
+    run(
+        &root().join(".ci/validate-chart"),
+        &[],
+        &[("TENANTRY_BIN", BIN)],
+    );
 }

@@ -1,6 +1,11 @@
 //! The tower layer that authenticates calls and applies the policy table's role gate.
+//!
+//! Once the caller is known it is recorded in the current (`rpc`) span as
+//! `tenantry.caller` (the role, or `ANONYMOUS`) and `tenantry.org` (the home
+//! organization's TypeID), never with its credentials.
 
 use std::{
+    fmt,
     net::{IpAddr, Ipv4Addr},
     num::NonZeroU32,
     sync::Arc,
@@ -14,15 +19,20 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::{Code, Status, transport::server::TcpConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Span;
 
 use crate::{
+    auth::method::Method,
     auth::{
         Actor, Caller, HomeOrg, OrgRef, Principal, api_key, find_org,
         jwt::Verifier,
         org_inactive,
         policy::{self, Access, CallerRole},
     },
-    domain::org::{OrgKind, OrgStatus},
+    domain::{
+        ids::{self, IdKind},
+        org::{OrgKind, OrgStatus},
+    },
     error::Error,
     storage::{
         Store,
@@ -71,7 +81,7 @@ impl Authenticator {
         if !path.starts_with(GUARDED_PREFIX) {
             return Ok(None);
         }
-        let Some(rule) = policy::rule_for_path(path) else {
+        let Some(rule) = Method::lookup(path).map(Method::rule) else {
             return Err(Status::unimplemented(format!("unknown method {path}")));
         };
         let trace_id = headers
@@ -83,6 +93,7 @@ impl Authenticator {
         let credential = credential(headers).map_err(Status::from)?;
         let principal = match credential {
             None if rule.access == Access::Public => {
+                Span::current().record("tenantry.caller", "ANONYMOUS");
                 let key = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 if self.public_limiter.check_key(&key).is_err() {
                     return Err(Error::rejected(
@@ -107,6 +118,7 @@ impl Authenticator {
             Some(Credential::ApiKey(key)) => self.api_key_principal(&key).await?,
             Some(Credential::Token(token)) => self.token_principal(&token).await?,
         };
+        record_caller(&principal);
         if !rule.admits(principal.role) {
             return Err(Error::PermissionDenied(format!(
                 "{} may not call {}",
@@ -209,6 +221,27 @@ impl Authenticator {
             }
         };
         Ok(Principal { role, org, actor })
+    }
+}
+
+/// Records who calls in the current span (the `rpc` span of the call).
+fn record_caller(principal: &Principal) {
+    let span = Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    span.record("tenantry.caller", principal.role.as_str());
+    if let Some(home) = &principal.org {
+        span.record("tenantry.org", tracing::field::display(OrgTypeId(home.id)));
+    }
+}
+
+/// An organization's TypeID, encoded only if a subscriber formats it.
+struct OrgTypeId(uuid::Uuid);
+
+impl fmt::Display for OrgTypeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&ids::encode(IdKind::Organization, self.0))
     }
 }
 

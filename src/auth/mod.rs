@@ -10,6 +10,7 @@
 pub mod api_key;
 pub mod jwt;
 pub mod layer;
+pub mod method;
 pub mod policy;
 
 use std::sync::Arc;

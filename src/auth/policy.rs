@@ -352,10 +352,7 @@ pub static POLICY: &[Rule] = &[
 
 /// The row for a gRPC path `/package.Service/Method`.
 pub fn rule_for_path(path: &str) -> Option<&'static Rule> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    POLICY
-        .iter()
-        .find(|rule| rule.service == service && rule.method == method)
+    super::method::Method::lookup(path).map(super::method::Method::rule)
 }
 
 /// How `principal` relates to `org`, or `None` when outside its scope.

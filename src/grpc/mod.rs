@@ -11,9 +11,12 @@ use std::{future::Future, sync::Arc};
 
 use tonic::{Request, Response, Status};
 
-use crate::{auth::Caller, config::Settings, error::Result, payments::Payments, storage::Store};
+use crate::{
+    auth::Caller, config::Settings, error::Result, payments::Payments, storage::Store,
+    telemetry::metrics::Metrics,
+};
 
-/// What every handler needs: the store and the settings.
+/// What every handler needs: the store, the settings and the application's metrics.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     /// Database and clock.
@@ -22,15 +25,19 @@ pub struct Ctx {
     pub settings: Arc<Settings>,
     /// Payment gateways.
     pub payments: Payments,
+    /// This application's Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Ctx {
-    /// A context over `store` with `settings`, and the payment gateways they configure.
+    /// A context over `store` with `settings`, the payment gateways they configure, and
+    /// fresh metrics.
     pub fn new(store: Store, settings: Settings) -> Ctx {
         Ctx {
             payments: Payments::new(store.clone(), &settings.billing),
             store,
             settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }

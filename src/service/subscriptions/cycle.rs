@@ -50,6 +50,7 @@ use crate::{
         subscriptions::account,
     },
     storage::{Tx, entities::subscriptions},
+    telemetry::metrics::RenewalOutcome,
 };
 
 /// Principal subject of runs that no caller asked for (the interval job, the CLI).
@@ -151,8 +152,30 @@ pub async fn run(ctx: &Ctx, at: i64, org: Option<Uuid>, principal: &Principal) -
     run_as(ctx, at, org, principal, &request_id).await
 }
 
-/// [`run`] with the caller's name for the run in audit entries and ledger entries.
+/// [`run`] with the caller's name for the run in audit entries and ledger entries;
+/// counted in the renewal metrics.
 pub async fn run_as(
+    ctx: &Ctx,
+    at: i64,
+    org: Option<Uuid>,
+    principal: &Principal,
+    request_id: &str,
+) -> Result<Summary> {
+    let result = run_uncounted(ctx, at, org, principal, request_id).await;
+    let (outcome, closed, failed) = match &result {
+        Ok(summary) if summary.failed > 0 => (
+            RenewalOutcome::Partial,
+            summary.periods_closed,
+            summary.failed,
+        ),
+        Ok(summary) => (RenewalOutcome::Ok, summary.periods_closed, 0),
+        Err(_) => (RenewalOutcome::Error, 0, 0),
+    };
+    ctx.metrics.renewal_run(outcome, closed, failed);
+    result
+}
+
+async fn run_uncounted(
     ctx: &Ctx,
     at: i64,
     org: Option<Uuid>,

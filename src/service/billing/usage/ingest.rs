@@ -51,6 +51,14 @@ pub(super) async fn with_retries(
     loop {
         match ingest(ctx, access, valid, now).await {
             Err(e) if attempt < ATTEMPTS && retryable(&e) => attempt += 1,
+            Ok(decided) => {
+                let accepted = decided
+                    .iter()
+                    .filter(|(_, outcome)| matches!(outcome, Outcome::Accepted))
+                    .count();
+                ctx.metrics.usage_events_ingested(accepted as u64);
+                return Ok(decided);
+            }
             other => return other,
         }
     }
