@@ -19,7 +19,7 @@ use std::{
 };
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
@@ -179,14 +179,39 @@ impl Store {
 
     /// Applies every pending migration.
     pub async fn migrate_up(&self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            let txn = self.migration_lock().await?;
+            migrations::Migrator::up(&txn, None).await?;
+            txn.commit().await?;
+            return Ok(());
+        }
         migrations::Migrator::up(&self.db, None).await?;
         Ok(())
     }
 
     /// Rolls back the last `steps` migrations.
     pub async fn migrate_down(&self, steps: u32) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            let txn = self.migration_lock().await?;
+            migrations::Migrator::down(&txn, Some(steps)).await?;
+            txn.commit().await?;
+            return Ok(());
+        }
         migrations::Migrator::down(&self.db, Some(steps)).await?;
         Ok(())
+    }
+
+    /// A PostgreSQL transaction holding the migration lock: replicas that start together
+    /// (each migrating at start) would otherwise run the same DDL at once and all but one
+    /// fail. One migrates at a time, in one transaction (PostgreSQL's DDL is
+    /// transactional); the others wait, then find nothing pending.
+    async fn migration_lock(&self) -> Result<DatabaseTransaction> {
+        /// Advisory lock key of tenantry's migrations ("tenantry" in ASCII, as an i64).
+        const MIGRATION_LOCK: i64 = 0x7465_6e61_6e74_7279;
+        let txn = self.db.begin().await?;
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await?;
+        Ok(txn)
     }
 
     /// Names of applied and pending migrations.
