@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use rand::RngCore;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QuerySelect, TryInsertResult, sea_query::LockType,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QuerySelect, TryInsertResult, sea_query::LockType,
 };
 
 use crate::{
@@ -83,30 +83,47 @@ impl Manual {
 
     async fn transition(&self, id: &str, to: &str) -> Result<Intent> {
         let tx = self.store.write().await?;
-        let row = payment_intents::Entity::find_by_id(id.to_owned())
-            .lock(LockType::Update)
-            .one(&*tx)
-            .await?
-            .ok_or_else(|| Error::not_found("payment intent", id))?;
-        // Cancelling anything but a waiting intent, or repeating a transition, changes
-        // nothing.
-        if row.status == to || (to == CANCELED && row.status != REQUIRES_CONFIRMATION) {
-            return Ok(to_intent(&row));
-        }
-        if row.status != REQUIRES_CONFIRMATION {
-            return Err(Error::precondition(
-                "PAYMENT_INTENT_NOT_CONFIRMABLE",
-                format!("payment intent {id} is {}", row.status),
-            )
-            .with("status", &row.status));
-        }
-        let mut active = row.into_active_model();
-        active.status = Set(to.to_owned());
-        active.update_time = Set(self.store.now());
-        let row = active.update(&*tx).await?;
+        let intent = transition_on(&*tx, id, to, self.store.now()).await?;
         tx.commit().await?;
-        Ok(to_intent(&row))
+        Ok(intent)
     }
+}
+
+/// Confirms the manual intent `id` inside the caller's transaction `conn`, so that the
+/// payment and what it pays for commit together (a crash between two transactions
+/// would leave a paid intent next to an unpaid purchase).
+pub async fn confirm_on(conn: &impl ConnectionTrait, id: &str, now: i64) -> Result<Intent> {
+    transition_on(conn, id, SUCCEEDED, now).await
+}
+
+async fn transition_on(
+    conn: &impl ConnectionTrait,
+    id: &str,
+    to: &str,
+    now: i64,
+) -> Result<Intent> {
+    let row = payment_intents::Entity::find_by_id(id.to_owned())
+        .lock(LockType::Update)
+        .one(conn)
+        .await?
+        .ok_or_else(|| Error::not_found("payment intent", id))?;
+    // Cancelling anything but a waiting intent, or repeating a transition, changes
+    // nothing.
+    if row.status == to || (to == CANCELED && row.status != REQUIRES_CONFIRMATION) {
+        return Ok(to_intent(&row));
+    }
+    if row.status != REQUIRES_CONFIRMATION {
+        return Err(Error::precondition(
+            "PAYMENT_INTENT_NOT_CONFIRMABLE",
+            format!("payment intent {id} is {}", row.status),
+        )
+        .with("status", &row.status));
+    }
+    let mut active = row.into_active_model();
+    active.status = Set(to.to_owned());
+    active.update_time = Set(now);
+    let row = active.update(conn).await?;
+    Ok(to_intent(&row))
 }
 
 #[async_trait::async_trait]

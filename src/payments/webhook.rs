@@ -35,7 +35,7 @@ use crate::{
     payments::{IntentState, stripe},
     service::{
         billing::credits::{
-            completion::{self, By},
+            completion::{self, By, IntentSource},
             purchase::system_principal,
         },
         subscriptions::addons,
@@ -188,9 +188,14 @@ async fn handle(ctx: &Ctx, id: &str, kind: &str, object: &Value) -> Result<&'sta
                 note: "",
                 stripe_event: Some((id, kind)),
             };
-            addons::complete_with_intent(ctx, by, service.id, &intent, None, |_| {
-                crate::proto::CompleteServicePurchaseResponse::default()
-            })
+            addons::complete_with_intent(
+                ctx,
+                by,
+                service.id,
+                IntentSource::Known(&intent),
+                None,
+                |_| crate::proto::CompleteServicePurchaseResponse::default(),
+            )
             .await?;
             return Ok("ok");
         }

@@ -10,7 +10,9 @@
 //! paid: a declined payment ends the purchase, and the client buys again with a new
 //! `request_id`.
 
-use sea_orm::{ActiveValue::Set, EntityTrait, TryInsertResult};
+use std::borrow::Cow;
+
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, TryInsertResult};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -25,7 +27,7 @@ use crate::{
     error::{Error, Result},
     events::outbox,
     grpc::Ctx,
-    payments::{Intent, IntentState},
+    payments::{Intent, IntentState, manual},
     service::{audit, commit},
     storage::{
         audit::AuditRecord,
@@ -124,6 +126,60 @@ pub async fn complete<R: prost::Message + Default>(
     key: Option<&Key>,
     respond: impl FnOnce(&Completion) -> R,
 ) -> Result<R> {
+    complete_from(
+        ctx,
+        by,
+        transaction_id,
+        IntentSource::Known(intent),
+        key,
+        respond,
+    )
+    .await
+}
+
+/// Like [`complete`] for a `manual` intent that the operator confirms now: the intent
+/// turns SUCCEEDED in the same transaction that credits the purchase, so a crash
+/// leaves both or neither.
+pub async fn confirm_manual_and_complete<R: prost::Message + Default>(
+    ctx: &Ctx,
+    by: By<'_>,
+    transaction_id: Uuid,
+    intent_id: &str,
+    key: Option<&Key>,
+    respond: impl FnOnce(&Completion) -> R,
+) -> Result<R> {
+    let source = IntentSource::ConfirmManual(intent_id);
+    complete_from(ctx, by, transaction_id, source, key, respond).await
+}
+
+/// Where a completion takes the intent's state from.
+#[derive(Debug, Clone, Copy)]
+pub enum IntentSource<'a> {
+    /// Read from the gateway before the transaction.
+    Known(&'a Intent),
+    /// The id of a manual intent the operator confirms: confirmed inside the
+    /// completion's transaction, so the payment and what it pays for commit together.
+    ConfirmManual(&'a str),
+}
+
+impl<'a> IntentSource<'a> {
+    /// The intent, confirming a manual one on `conn` (the completion's transaction).
+    pub async fn resolve(self, conn: &impl ConnectionTrait, now: i64) -> Result<Cow<'a, Intent>> {
+        Ok(match self {
+            IntentSource::Known(intent) => Cow::Borrowed(intent),
+            IntentSource::ConfirmManual(id) => Cow::Owned(manual::confirm_on(conn, id, now).await?),
+        })
+    }
+}
+
+async fn complete_from<R: prost::Message + Default>(
+    ctx: &Ctx,
+    by: By<'_>,
+    transaction_id: Uuid,
+    source: IntentSource<'_>,
+    key: Option<&Key>,
+    respond: impl FnOnce(&Completion) -> R,
+) -> Result<R> {
     let tx = ctx.store.write().await?;
     if let Some(done) = crate::service::replayed::<R>(&tx, key).await? {
         return Ok(done);
@@ -136,6 +192,8 @@ pub async fn complete<R: prost::Message + Default>(
     let now = ctx.store.now();
     let mut account = ledger::lock_account(&tx, &org, now).await?;
     let current = ledger::reload(&tx, transaction_id).await?;
+    let intent = source.resolve(&*tx, now).await?;
+    let intent = intent.as_ref();
     let fresh_event = match by.stripe_event {
         Some(event) => record_event(&tx, event, &intent.id, now).await?,
         None => true,

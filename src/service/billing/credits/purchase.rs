@@ -312,10 +312,10 @@ pub async fn confirm_manual(
                     format!("no purchase is paid with payment intent {intent_id}"),
                 )
             })?;
-        let intent = ctx.payments.manual().confirm(intent_id).await?;
-        let result = addons::complete_with_intent(ctx, by, service.id, &intent, key, |row| {
+        let source = completion::IntentSource::ConfirmManual(intent_id);
+        let result = addons::complete_with_intent(ctx, by, service.id, source, key, |row| {
             proto::ConfirmManualPaymentResponse {
-                payment_intent_id: intent.id.clone(),
+                payment_intent_id: intent_id.to_owned(),
                 transaction: None,
                 service_purchase_id: ids::encode(IdKind::ServicePurchase, row.id),
             }
@@ -323,15 +323,15 @@ pub async fn confirm_manual(
         .await;
         return settle(ctx, key, result).await;
     };
-    let intent = ctx.payments.manual().confirm(intent_id).await?;
-    let result = completion::complete(ctx, by, purchase.id, &intent, key, |done| {
-        proto::ConfirmManualPaymentResponse {
-            payment_intent_id: intent.id.clone(),
-            transaction: Some(ledger::to_proto(&done.transaction)),
-            service_purchase_id: String::new(),
-        }
-    })
-    .await;
+    let result =
+        completion::confirm_manual_and_complete(ctx, by, purchase.id, intent_id, key, |done| {
+            proto::ConfirmManualPaymentResponse {
+                payment_intent_id: intent_id.to_owned(),
+                transaction: Some(ledger::to_proto(&done.transaction)),
+                service_purchase_id: String::new(),
+            }
+        })
+        .await;
     settle(ctx, key, result).await
 }
 

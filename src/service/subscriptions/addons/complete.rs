@@ -27,7 +27,10 @@ use crate::{
     proto,
     service::{
         audit, audit_request_id,
-        billing::credits::{completion::By, purchase::check_gateway_id},
+        billing::credits::{
+            completion::{By, IntentSource},
+            purchase::check_gateway_id,
+        },
         commit, idempotency_key,
         orgs::lock_org,
         replayed, settle,
@@ -117,7 +120,7 @@ pub async fn complete_with_intent<R: prost::Message + Default>(
     ctx: &Ctx,
     by: By<'_>,
     purchase_id: Uuid,
-    intent: &Intent,
+    intent: IntentSource<'_>,
     key: Option<&Key>,
     respond: impl FnOnce(&service_purchases::Model) -> R,
 ) -> Result<R> {
@@ -131,6 +134,8 @@ pub async fn complete_with_intent<R: prost::Message + Default>(
         .ok_or_else(|| Error::Internal("a service purchase without its organization".into()))?;
     let now = ctx.store.now();
     let current = reload(&tx, purchase_id).await?;
+    let intent = intent.resolve(&*tx, now).await?;
+    let intent = intent.as_ref();
     let fresh_event = match by.stripe_event {
         Some(event) => {
             crate::service::billing::credits::completion::record_event(&tx, event, &intent.id, now)
@@ -295,6 +300,7 @@ pub async fn complete_service_purchase(
         note: "",
         stripe_event: None,
     };
-    let result = complete_with_intent(&ctx, by, row.id, &intent, key.as_ref(), respond).await;
+    let source = IntentSource::Known(&intent);
+    let result = complete_with_intent(&ctx, by, row.id, source, key.as_ref(), respond).await;
     settle(&ctx, key.as_ref(), result).await
 }
