@@ -333,6 +333,87 @@ impl EventArgs {
     }
 }
 
+/// Request limit flags of `tenantry serve`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest gRPC message accepted or sent, in bytes; a bigger request fails
+    /// RESOURCE_EXHAUSTED (`MESSAGE_TOO_LARGE`) before it is decoded.
+    #[arg(long, env = "TENANTRY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Seconds a unary call may take before it fails DEADLINE_EXCEEDED (a shorter
+    /// `grpc-timeout` from the client wins; client-streaming calls are bound by the
+    /// client's deadline only, and server streams by the time to their first response).
+    #[arg(long, env = "TENANTRY_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+    /// Calls in progress at once across all connections; one more fails UNAVAILABLE
+    /// (`OVERLOADED`) at once instead of queueing (health and reflection are exempt).
+    #[arg(long, env = "TENANTRY_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// HTTP/2 streams (calls, open event streams included) one connection may have open.
+    #[arg(long, env = "TENANTRY_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+}
+
+/// Largest request header block (gRPC metadata) of one call, in bytes.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Largest body of `POST /webhooks/stripe`, in bytes (Stripe events are a few KiB).
+pub const MAX_WEBHOOK_BODY_BYTES: usize = 1024 * 1024;
+
+/// Limits on what one call or connection may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest gRPC message, either way.
+    pub max_message_bytes: usize,
+    /// Longest unary call (time to the response headers of a server stream).
+    pub request_timeout: Duration,
+    /// Calls in progress at once.
+    pub max_concurrent_requests: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request header block.
+    pub max_header_list_bytes: u32,
+    /// Largest Stripe webhook body.
+    pub max_webhook_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
+            max_concurrent_streams: 256,
+            max_header_list_bytes: MAX_HEADER_LIST_BYTES,
+            max_webhook_body_bytes: MAX_WEBHOOK_BODY_BYTES,
+        }
+    }
+}
+
+impl LimitArgs {
+    /// Checks the flags and turns them into limits.
+    pub fn settings(&self) -> Result<Limits, String> {
+        if self.max_message_bytes < 1024 || self.max_message_bytes > u32::MAX as usize {
+            return Err("--max-message-bytes must be between 1024 and 4294967295".into());
+        }
+        if self.request_timeout_seconds == 0 {
+            return Err("--request-timeout-seconds must be at least 1".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("--max-concurrent-requests must be at least 1".into());
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be at least 1".into());
+        }
+        Ok(Limits {
+            max_message_bytes: self.max_message_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            max_concurrent_requests: self.max_concurrent_requests,
+            max_concurrent_streams: self.max_concurrent_streams,
+            ..Limits::default()
+        })
+    }
+}
+
 /// Flags of `tenantry serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -348,6 +429,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     /// Events, webhooks, email and transfers.
     pub events: EventArgs,
+    #[command(flatten)]
+    /// Request limits.
+    pub limits: LimitArgs,
     /// gRPC listen address.
     #[arg(long, env = "TENANTRY_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
@@ -413,6 +497,8 @@ pub struct Settings {
     pub billing: BillingSettings,
     /// Events, webhooks, email and transfers.
     pub events: EventSettings,
+    /// Message size, timeout and concurrency limits.
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -436,6 +522,7 @@ impl Settings {
             drain: Duration::ZERO,
             billing: BillingSettings::default(),
             events: EventSettings::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -504,6 +591,44 @@ mod tests {
         .expect("good flags");
         assert_eq!(good.smtp_from.email.to_string(), "billing@example.com");
         assert!(good.smtp_url.is_some());
+    }
+
+    /// `tenantry serve`'s limit flags alone.
+    #[derive(Parser)]
+    struct LimitFlags {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    fn limits(flags: &[&str]) -> Result<Limits, String> {
+        let args = std::iter::once("tenantry").chain(flags.iter().copied());
+        LimitFlags::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .limits
+            .settings()
+    }
+
+    #[test]
+    fn default_limit_flags_make_the_default_limits_and_zero_is_refused() {
+        assert_eq!(limits(&[]).expect("defaults"), Limits::default());
+        let set = limits(&[
+            "--request-timeout-seconds",
+            "5",
+            "--max-message-bytes",
+            "65536",
+        ]);
+        let set = set.expect("limits");
+        assert_eq!(set.request_timeout, Duration::from_secs(5));
+        assert_eq!(set.max_message_bytes, 65536);
+        for flag in [
+            "--request-timeout-seconds",
+            "--max-concurrent-requests",
+            "--max-concurrent-streams",
+            "--max-message-bytes",
+        ] {
+            let error = limits(&[flag, "0"]).expect_err(flag);
+            assert!(error.starts_with(flag), "{error}");
+        }
     }
 
     #[test]

@@ -352,6 +352,7 @@ async fn serve_until_stopped(args: ServeArgs) -> anyhow::Result<()> {
         drain: Duration::from_secs(args.drain_seconds),
         billing: args.billing.settings().map_err(anyhow::Error::msg)?,
         events: args.events.settings().map_err(anyhow::Error::msg)?,
+        limits: args.limits.settings().map_err(anyhow::Error::msg)?,
     };
     let app = Application::build(settings).await?;
     tracing::info!(

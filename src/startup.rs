@@ -1,13 +1,20 @@
 //! Application wiring: `Application::build` binds the listeners (port 0 allowed) and
 //! prepares everything; `run_until_stopped` serves until the shutdown signal. Tests use
 //! exactly this wiring.
+//!
+//! The gRPC stack, outermost first: [`RpcLayer`] (span and metrics of every call, the
+//! refused ones included), [`LimitLayer`] (message size, shedding, deadline), then
+//! [`AuthLayer`] and the services. Per connection, HTTP/2 caps the open streams and the
+//! size of a request's header block.
+
+pub mod limits;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
     Router,
-    extract::State,
+    extract::{DefaultBodyLimit, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -37,6 +44,8 @@ use crate::{
     storage::{Store, idempotency},
     telemetry::{metrics::Metrics, rpc::RpcLayer},
 };
+
+use limits::LimitLayer;
 
 /// Content type of the `/metrics` exposition.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -154,6 +163,7 @@ impl Application {
             verifier,
             ..
         } = self;
+        let limits = ctx.settings.limits.clone();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -179,6 +189,8 @@ impl Application {
             ctx.settings.public_rate_per_minute,
         ));
 
+        let limit_layer = LimitLayer::new(&limits)?;
+
         let (draining_tx, draining_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
         let drain = ctx.settings.drain;
@@ -203,9 +215,11 @@ impl Application {
         });
 
         let maintenance_store = ctx.store.clone();
+        let maintenance_auth = authenticator.clone();
         let mut maintenance_stop = stop_rx.clone();
         let maintenance = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(3600));
+            let mut sweep = tokio::time::interval(Duration::from_secs(300));
             loop {
                 tokio::select! {
                     _ = interval.tick() => {
@@ -213,6 +227,7 @@ impl Application {
                             tracing::warn!(error = %e, "purging idempotency records failed");
                         }
                     }
+                    _ = sweep.tick() => maintenance_auth.forget_idle_callers(),
                     _ = maintenance_stop.changed() => break,
                 }
             }
@@ -257,7 +272,11 @@ impl Application {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .route("/webhooks/stripe", webhook::route(ctx.clone()))
+            .route(
+                "/webhooks/stripe",
+                webhook::route(ctx.clone())
+                    .layer(DefaultBodyLimit::max(limits.max_webhook_body_bytes)),
+            )
             .with_state(http_state);
         let mut http_stop = stop_rx.clone();
         let http_server = axum::serve(http, router).with_graceful_shutdown(async move {
@@ -265,24 +284,36 @@ impl Application {
         });
 
         let mut grpc_stop = stop_rx.clone();
-        // The first layer is the outermost: the RPC span and metrics cover the auth layer's
-        // refusals too.
+        // tonic's own message limits stay as a backstop behind the limit layer's.
+        let max = limits.max_message_bytes;
+        macro_rules! sized {
+            ($service:expr) => {
+                $service
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+            };
+        }
+        // The first layer is the outermost: the RPC span and metrics cover the limit and
+        // auth layers' refusals too.
         let grpc_server = Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_bytes)
             .layer(RpcLayer::new(ctx.metrics.clone()))
+            .layer(limit_layer)
             .layer(AuthLayer::new(authenticator))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(OrganizationServiceServer::new(Organizations::new(
-                ctx.clone(),
-            )))
-            .add_service(BillingServiceServer::new(Billing::new(ctx.clone())))
-            .add_service(SubscriptionServiceServer::new(Subscriptions::new(
-                ctx.clone(),
-            )))
-            .add_service(TenantTransferServiceServer::new(Transfers::new(
-                ctx.clone(),
-            )))
+            .add_service(sized!(health_service))
+            .add_service(sized!(reflection_v1))
+            .add_service(sized!(reflection_v1alpha))
+            .add_service(sized!(OrganizationServiceServer::new(Organizations::new(
+                ctx.clone()
+            ))))
+            .add_service(sized!(BillingServiceServer::new(Billing::new(ctx.clone()))))
+            .add_service(sized!(SubscriptionServiceServer::new(Subscriptions::new(
+                ctx.clone()
+            ))))
+            .add_service(sized!(TenantTransferServiceServer::new(Transfers::new(
+                ctx.clone()
+            ))))
             // TCP_NODELAY: without it a response written in several segments waits for
             // the peer's delayed ACK (~40 ms per call).
             .serve_with_incoming_shutdown(

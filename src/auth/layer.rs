@@ -3,10 +3,15 @@
 //! Once the caller is known it is recorded in the current (`rpc`) span as
 //! `tenantry.caller` (the role, or `ANONYMOUS`) and `tenantry.org` (the home
 //! organization's TypeID), never with its credentials.
+//!
+//! Calls without credentials to the public RPCs share a budget per client network (see
+//! [`client_network`]): the TCP peer's address, never a header such as
+//! `X-Forwarded-For`, which any client could forge to escape its budget. Calls with
+//! credentials are never counted against it.
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     num::NonZeroU32,
     sync::Arc,
     task::{Context, Poll},
@@ -70,6 +75,13 @@ impl Authenticator {
         }
     }
 
+    /// Forgets the budgets of client networks that have not called for a while (they
+    /// are full again), so that the limiter's memory follows the recent callers only.
+    pub fn forget_idle_callers(&self) {
+        self.public_limiter.retain_recent();
+        self.public_limiter.shrink_to_fit();
+    }
+
     /// Decides whether a call to `path` may proceed: `Ok(None)` for paths outside
     /// `tenantry.v1` (health, reflection), `Ok(Some(caller))` when admitted.
     pub async fn admit(
@@ -94,7 +106,7 @@ impl Authenticator {
         let principal = match credential {
             None if rule.access == Access::Public => {
                 Span::current().record("tenantry.caller", "ANONYMOUS");
-                let key = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                let key = client_network(peer);
                 if self.public_limiter.check_key(&key).is_err() {
                     return Err(Error::rejected(
                         Code::ResourceExhausted,
@@ -221,6 +233,20 @@ impl Authenticator {
             }
         };
         Ok(Principal { role, org, actor })
+    }
+}
+
+/// The rate-limit key of a peer: its IPv4 address (also when written IPv4-mapped), or
+/// the /64 network of an IPv6 address, since one host commonly holds a whole /64.
+/// Calls whose peer is unknown share one key.
+pub fn client_network(peer: Option<IpAddr>) -> IpAddr {
+    match peer.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        Some(v4) => v4,
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }
 
@@ -355,5 +381,36 @@ where
                 Err(status) => Ok(status.into_http()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an IP address")
+    }
+
+    #[test]
+    fn callers_are_keyed_by_address_or_ipv6_network() {
+        assert_eq!(client_network(Some(ip("203.0.113.7"))), ip("203.0.113.7"));
+        assert_eq!(
+            client_network(Some(ip("::ffff:203.0.113.7"))),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_network(Some(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"))),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_network(Some(ip("2001:db8:1:2::1"))),
+            client_network(Some(ip("2001:db8:1:2:ffff::9")))
+        );
+        assert_ne!(
+            client_network(Some(ip("2001:db8:1:2::1"))),
+            client_network(Some(ip("2001:db8:1:3::1")))
+        );
+        assert_eq!(client_network(None), ip("0.0.0.0"));
     }
 }
