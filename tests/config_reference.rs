@@ -15,8 +15,9 @@ use tenantry::config::ServeArgs;
 const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Variables read by tests or by the example clients (`clients/`), never by the service.
-const NOT_SERVER_VARIABLES: [&str; 3] = [
+const NOT_SERVER_VARIABLES: [&str; 4] = [
     "TENANTRY_TEST_DATABASE_URL",
+    "TENANTRY_CRASH_SEED",
     "TENANTRY_ADDR",
     "TENANTRY_TOKEN",
 ];
