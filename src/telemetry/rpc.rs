@@ -10,8 +10,8 @@
 //! headers), else with the trailers frame at the end of the body (so streams end with
 //! their body), or as CANCELLED when the body is dropped first (the client went away).
 //! Ending records `rpc.grpc.status_code` (and `otel.status_code = "ERROR"` for
-//! server-side codes), emits "rpc finished" (debug, or warn for server-side codes) and
-//! updates the request counter and latency histogram of [`Metrics`].
+//! server-side codes), emits "rpc finished" (debug; warn for UNKNOWN, INTERNAL and
+//! DATA_LOSS) and updates the request counter and latency histogram of [`Metrics`].
 
 use std::{
     future::Future,
@@ -188,6 +188,11 @@ impl Call {
         self.span.record("rpc.grpc.status_code", code as i64);
         if is_server_error(code) {
             self.span.record("otel.status_code", "ERROR");
+        }
+        // Faults are logged at warn; shed calls and timeouts (UNAVAILABLE,
+        // DEADLINE_EXCEEDED) only at debug, so an overload does not flood the log: the
+        // metrics count them.
+        if matches!(code, Code::Unknown | Code::Internal | Code::DataLoss) {
             tracing::warn!(target: "tenantry::rpc", parent: &self.span, code = code as i32, elapsed_ms, "rpc finished");
         } else {
             tracing::debug!(target: "tenantry::rpc", parent: &self.span, code = code as i32, elapsed_ms, "rpc finished");
