@@ -62,12 +62,71 @@ pub enum Error {
     Internal(String),
 }
 
+/// Most field violations a reply lists; the rest are counted in one last entry.
+pub const MAX_VIOLATIONS: usize = 50;
+/// Most characters of a violation's description (or field) a reply carries.
+pub const MAX_DESCRIPTION_CHARS: usize = 300;
+/// Most characters of a reply's message.
+pub const MAX_MESSAGE_CHARS: usize = 1_000;
+/// Most characters of client input an error quotes.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// `text` cut to at most `max` characters (on a char boundary), with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// Client input quoted as `{:?}` would, cut to `MAX_QUOTED_CHARS` characters with `…`,
+/// so an error never echoes unbounded input.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+    }
+}
+
+/// At most `MAX_VIOLATIONS` violations with bounded texts, plus an "… and N more" entry
+/// when some were left out: replies must fit in HTTP/2 trailers whatever the input.
+fn bounded(violations: Vec<FieldViolation>) -> Vec<FieldViolation> {
+    let total = violations.len();
+    let mut kept: Vec<FieldViolation> = violations
+        .into_iter()
+        .take(MAX_VIOLATIONS)
+        .map(|v| FieldViolation {
+            field: truncate(&v.field, MAX_DESCRIPTION_CHARS),
+            description: truncate(&v.description, MAX_DESCRIPTION_CHARS),
+        })
+        .collect();
+    if total > MAX_VIOLATIONS {
+        kept.push(FieldViolation {
+            field: String::new(),
+            description: format!("… and {} more", total - MAX_VIOLATIONS),
+        });
+    }
+    kept
+}
+
+/// The violations as one line, bounded like a reply's message.
 fn summary(violations: &[FieldViolation]) -> String {
-    violations
+    let shown = violations.len().min(MAX_VIOLATIONS);
+    let mut line = violations[..shown]
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
+        .map(|v| {
+            let field = truncate(&v.field, MAX_DESCRIPTION_CHARS);
+            format!(
+                "{field}: {}",
+                truncate(&v.description, MAX_DESCRIPTION_CHARS)
+            )
+        })
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if violations.len() > shown {
+        line.push_str(&format!("; … and {} more", violations.len() - shown));
+    }
+    truncate(&line, MAX_MESSAGE_CHARS)
 }
 
 /// Result with the domain error.
@@ -153,18 +212,10 @@ impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let reason = err.reason();
         let (code, message, metadata, violations) = match err {
-            Error::InvalidArgument(v) => (
-                Code::InvalidArgument,
-                format!("invalid argument: {}", summary(&v)),
-                Vec::new(),
-                v,
-            ),
-            Error::InvalidWithReason { violations, .. } => (
-                Code::InvalidArgument,
-                format!("invalid argument: {}", summary(&violations)),
-                Vec::new(),
-                violations,
-            ),
+            Error::InvalidArgument(v) | Error::InvalidWithReason { violations: v, .. } => {
+                let message = format!("invalid argument: {}", summary(&v));
+                (Code::InvalidArgument, message, Vec::new(), bounded(v))
+            }
             Error::Rejected {
                 code,
                 message,
@@ -195,9 +246,10 @@ impl From<Error> for Status {
                 )
             }
         };
+        let message = truncate(&message, MAX_MESSAGE_CHARS);
         let metadata: HashMap<String, String> = metadata
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| (k.to_owned(), truncate(&v, MAX_DESCRIPTION_CHARS)))
             .collect();
         let mut details = ErrorDetails::new();
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
@@ -270,5 +322,39 @@ impl Violations {
         } else {
             Err(Error::InvalidArgument(self.0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_stay_bounded_whatever_the_input() {
+        let mut v = Violations::new();
+        for i in 0..1_000 {
+            v.add(format!("f{i}"), "é".repeat(10_000));
+        }
+        let status = Status::from(v.finish().unwrap_err());
+        assert!(status.message().chars().count() <= MAX_MESSAGE_CHARS + 1);
+        let short = Status::from(Error::InvalidArgument(vec![FieldViolation {
+            field: "a".into(),
+            description: "b".into(),
+        }]));
+        assert_eq!(short.message(), "invalid argument: a: b");
+        let bad = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS + 1);
+        assert!(bad.field_violations[0].description.ends_with('…'));
+        assert_eq!(
+            bad.field_violations[MAX_VIOLATIONS].description,
+            "… and 950 more"
+        );
+        assert_eq!(quoted("ab"), "\"ab\"");
+        assert_eq!(
+            quoted(&"İ".repeat(100)).chars().count(),
+            MAX_QUOTED_CHARS + 3
+        );
     }
 }

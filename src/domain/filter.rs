@@ -132,10 +132,10 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                     match chars.next() {
                         Some('"') => break,
                         Some('\\') => match chars.next() {
-                            Some(escaped) => value.push(escaped),
+                            Some(escaped) => value.push(quotable(escaped)?),
                             None => return Err("unterminated string".into()),
                         },
-                        Some(other) => value.push(other),
+                        Some(other) => value.push(quotable(other)?),
                         None => return Err("unterminated string".into()),
                     }
                 }
@@ -157,6 +157,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
         }
     }
     Ok(tokens)
+}
+
+/// Refuses control characters in quoted values: they are never stored, and
+/// PostgreSQL text cannot hold NUL.
+fn quotable(c: char) -> Result<char, String> {
+    if c.is_control() {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(c)
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +212,10 @@ mod tests {
             "status ! 1",
             "create_time => 1",
             "prefix = \"open",
+            "prefix = \"a\u{0}b\"",
+            "prefix = \"a\\\u{0}b\"",
+            "prefix = \"a\u{1b}b\"",
+            "prefix = a\u{0}b",
         ] {
             assert!(parse(bad, FIELDS).is_err(), "{bad:?}");
         }

@@ -5,6 +5,8 @@ use std::{fmt, str::FromStr};
 
 use rust_decimal::Decimal;
 
+use crate::error::quoted;
+
 /// Micro-units per unit: stored amounts are `amount × 10⁶`.
 pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
@@ -107,11 +109,22 @@ pub fn parse_amount(text: &str, max_scale: u32, allow_negative: bool) -> Result<
         && !text.starts_with('.');
     if !plain {
         return Err(BadMoney(format!(
-            "must be a decimal number such as \"99.00\", got {text:?}"
+            "must be a decimal number such as \"99.00\", got {}",
+            quoted(text)
+        )));
+    }
+    // Checked on the text: rust_decimal rounds beyond 28 decimals, so
+    // "0.000…0001" would otherwise parse as 0.
+    let decimals = text
+        .split_once('.')
+        .map_or(0, |(_, fraction)| fraction.trim_end_matches('0').len());
+    if decimals > max_scale as usize {
+        return Err(BadMoney(format!(
+            "must have at most {max_scale} decimal places"
         )));
     }
     let amount = Decimal::from_str(text)
-        .map_err(|_| BadMoney(format!("must be a decimal number, got {text:?}")))?;
+        .map_err(|_| BadMoney(format!("must be a decimal number, got {}", quoted(text))))?;
     if amount.scale() > max_scale && amount.normalize().scale() > max_scale {
         return Err(BadMoney(format!(
             "must have at most {max_scale} decimal places"
@@ -194,6 +207,10 @@ mod tests {
             parse_amount("1.500", 2, false).is_ok(),
             "trailing zeros are not extra precision"
         );
+        assert!(parse_amount("0.000000000000000000000000000001", 6, false).is_err());
+        assert!(parse_amount("1.00000000000000000000000000000", 2, false).is_ok());
+        let huge = parse_amount(&"9".repeat(1 << 20), 6, false).unwrap_err();
+        assert!(huge.to_string().len() < 200, "{huge}");
     }
 
     #[test]

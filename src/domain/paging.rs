@@ -64,6 +64,11 @@ pub fn decode(token: &str, fingerprint: &str) -> Result<Option<Cursor>, String> 
     if cursor.q != fingerprint {
         return Err("belongs to a different filter or order".into());
     }
+    // Only a forged token carries control characters (PostgreSQL text cannot hold NUL).
+    let forged = |text: &str| text.chars().any(char::is_control);
+    if cursor.k.as_deref().is_some_and(forged) || forged(&cursor.id) {
+        return Err("is not a page token issued by this service".into());
+    }
     Ok(Some(cursor))
 }
 
@@ -86,6 +91,12 @@ mod tests {
         assert!(decode(&token, &fingerprint(&["", "name"])).is_err());
         assert!(decode("garbage!!", &q).is_err());
         assert_eq!(decode("", &q).unwrap(), None);
+        let forged = encode(&Cursor {
+            q: q.clone(),
+            k: Some("a\u{0}b".into()),
+            id: "ab".into(),
+        });
+        assert!(decode(&forged, &q).is_err());
     }
 
     #[test]

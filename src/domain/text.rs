@@ -26,8 +26,10 @@ pub fn bounded(text: &str, max: usize) -> Result<&str, String> {
 
 /// Checks an email address and returns it lowercased. Deliberately simple: one `@`, a
 /// non-empty local part, a dotted domain, no spaces, at most 254 characters.
+/// Lowercased before the checks: lowercasing can lengthen text (`İ` → `i̇`), and the
+/// stored address must pass them too.
 pub fn email(text: &str) -> Result<String, String> {
-    let text = text.trim();
+    let text = text.trim().to_lowercase();
     if text.is_empty() {
         return Err("must not be empty".into());
     }
@@ -52,7 +54,7 @@ pub fn email(text: &str) -> Result<String, String> {
     if !domain_ok || !local_ok {
         return Err("must be an email address like name@example.com".into());
     }
-    Ok(text.to_lowercase())
+    Ok(text)
 }
 
 /// Checks an optional email: empty stays empty.

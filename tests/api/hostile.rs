@@ -756,19 +756,17 @@ async fn bad_enums_and_request_ids_are_refused_and_write_nothing(backend: Backen
     app.stop().await;
 }
 
-/// Reproductions of bugs this corpus found, ignored so main stays green; the report of
-/// issue 7 has the diagnosis.
+/// Reproductions of bugs this corpus found, fixed since: NUL characters reaching the
+/// database (INTERNAL on PostgreSQL), and huge input echoed into error replies.
 mod bugs {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: NUL in filter values, page-token keys and credit reasons reaches the database (INTERNAL on PostgreSQL, stored on SQLite)"]
     async fn sqlite_nul_characters_are_refused_before_the_database() {
         super::nul_characters_are_refused_before_the_database(Backend::Sqlite).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: NUL in filter values, page-token keys and credit reasons reaches the database (INTERNAL on PostgreSQL, stored on SQLite)"]
     async fn postgres_nul_characters_are_refused_before_the_database() {
         if postgres_url().is_some() {
             super::nul_characters_are_refused_before_the_database(Backend::Postgres).await;
@@ -776,13 +774,11 @@ mod bugs {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: errors echo unbounded input and list every bad element, so the trailers outgrow HTTP/2 limits and the client's connection is torn down"]
     async fn sqlite_huge_input_is_not_echoed_into_errors() {
         super::huge_input_is_not_echoed_into_errors(Backend::Sqlite).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: errors echo unbounded input and list every bad element, so the trailers outgrow HTTP/2 limits and the client's connection is torn down"]
     async fn postgres_huge_input_is_not_echoed_into_errors() {
         if postgres_url().is_some() {
             super::huge_input_is_not_echoed_into_errors(Backend::Postgres).await;

@@ -9,7 +9,7 @@ use crate::{
         ids::{self, IdKind},
         text,
     },
-    error::{Error, Result, Violations},
+    error::{Error, Result, Violations, quoted},
     grpc::{Ctx, convert},
     proto,
     service::{audit, check_etag},
@@ -51,7 +51,10 @@ pub async fn update(
             }
             other => v.add(
                 "update_mask",
-                format!("{other:?} cannot be updated; updatable: name, billing_rate"),
+                format!(
+                    "{} cannot be updated; updatable: name, billing_rate",
+                    quoted(other)
+                ),
             ),
         }
     }

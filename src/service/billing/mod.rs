@@ -11,7 +11,10 @@ pub mod spend;
 pub mod usage;
 
 use crate::{
-    domain::money::{self, Currency},
+    domain::{
+        money::{self, Currency},
+        text,
+    },
     error::Violations,
     proto,
 };
@@ -67,13 +70,14 @@ pub fn require_request_id(v: &mut Violations, request_id: &str) {
     }
 }
 
-/// Checks a required reason of at most `max` characters; returns it trimmed.
+/// Checks a required reason of at most `max` characters without control characters
+/// (other than newlines and tabs); returns it trimmed.
 pub fn require_reason(v: &mut Violations, field: &str, reason: &str, max: usize) -> String {
     let trimmed = reason.trim();
     if trimmed.is_empty() {
         v.add(field, "is required");
-    } else if trimmed.chars().count() > max {
-        v.add(field, format!("must be at most {max} characters"));
+    } else if let Err(problem) = text::bounded(trimmed, max) {
+        v.add(field, problem);
     }
     trimmed.to_owned()
 }

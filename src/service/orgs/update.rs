@@ -13,7 +13,7 @@ use crate::{
         money::{Currency, Money},
         text,
     },
-    error::{Error, Result, Violations},
+    error::{Error, Result, Violations, quoted},
     events::outbox,
     grpc::{Ctx, convert},
     proto,
@@ -62,7 +62,8 @@ pub async fn update(
             v.add(
                 "update_mask",
                 format!(
-                    "{path:?} cannot be updated; updatable: {}",
+                    "{} cannot be updated; updatable: {}",
+                    quoted(path),
                     UPDATABLE.join(", ")
                 ),
             );

@@ -118,18 +118,22 @@ pub(crate) fn parse_alerts(
     }
     thresholds.sort_unstable();
     thresholds.dedup();
-    if alerts.alert_emails.len() > MAX_ALERT_ENTRIES {
+    // Past the count limit the list is refused as a whole: checking each element would
+    // report (and spend time on) every one of an unbounded list.
+    let emails = if alerts.alert_emails.len() > MAX_ALERT_ENTRIES {
         v.add(
             format!("{field}.alert_emails"),
             format!("must have at most {MAX_ALERT_ENTRIES} entries"),
         );
-    }
-    let emails = alerts
-        .alert_emails
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| v.check(&format!("{field}.alert_emails[{i}]"), text::email(e)))
-        .collect();
+        Vec::new()
+    } else {
+        alerts
+            .alert_emails
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| v.check(&format!("{field}.alert_emails[{i}]"), text::email(e)))
+            .collect()
+    };
     let action = match proto::SpendLimitAction::try_from(alerts.action_at_100) {
         Ok(proto::SpendLimitAction::Unspecified) | Ok(proto::SpendLimitAction::NotifyOnly) => {
             SpendAction::NotifyOnly

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     domain::text,
-    error::{Result, Violations},
+    error::{Result, Violations, quoted},
     grpc::convert,
     proto,
     storage::entities::addresses,
@@ -63,7 +63,8 @@ pub(super) fn apply_field(
             v.add(
                 "update_mask",
                 format!(
-                    "{other:?} cannot be updated; updatable: {}",
+                    "{} cannot be updated; updatable: {}",
+                    quoted(other),
                     ADDRESS_FIELDS.join(", ")
                 ),
             );

@@ -10,7 +10,7 @@ use crate::{
         ids::{self, IdKind},
         text,
     },
-    error::{Result, Violations},
+    error::{Result, Violations, quoted},
     events::outbox,
     grpc::{Ctx, convert},
     proto,
@@ -140,7 +140,8 @@ pub async fn update_profile(
             other => v.add(
                 "update_mask",
                 format!(
-                    "{other:?} cannot be updated; updatable: {}",
+                    "{} cannot be updated; updatable: {}",
+                    quoted(other),
                     PROFILE_FIELDS.join(", ")
                 ),
             ),
