@@ -113,6 +113,14 @@ impl Store {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
+            })
+            // Statements are prepared once per connection; a generic plan cached while a
+            // table was still small keeps its (wrong) index for good: the usage
+            // de-duplication look-up walked every event of the tenant instead of the
+            // unique (organization, event_id) index. Custom plans per execution cost
+            // little for tenantry's short statements (see docs/performance.md).
+            .map_sqlx_postgres_opts(|opts| {
+                opts.options([("plan_cache_mode", "force_custom_plan")])
             });
         let db = Database::connect(options).await?;
         Ok(Store {
