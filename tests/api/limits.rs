@@ -8,21 +8,15 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use tenantry::{
-    auth::jwt::{self, MintClaims},
-    config::{Limits, Settings},
+    config::Limits,
     proto::{self, organization_service_client::OrganizationServiceClient},
-    startup::Application,
-    storage::{Store, Tx, entities::organizations},
+    storage::{Tx, entities::organizations},
 };
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
-    helpers::{
-        Backend, SECRET, authed, drop_postgres_database, fresh_postgres_database_named,
-        postgres_url, reason,
-    },
+    helpers::{Backend, TestApp, authed, reason},
     on_both_backends,
 };
 
@@ -34,85 +28,27 @@ on_both_backends!(
 
 const CREATE: &str = "tenantry.v1.OrganizationService/CreateOrganization";
 
-/// A tenantry with the given limits and direct access to its ports and store.
-struct Limited {
-    backend: Backend,
-    grpc_port: u16,
-    http_port: u16,
-    store: Store,
-    channel: Channel,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
-    postgres: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Limited {
-    async fn spawn(backend: Backend, limits: Limits) -> Option<Limited> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (url, postgres) = match backend {
-            Backend::Sqlite => {
-                let file = dir.path().join("tenantry.db");
-                (format!("sqlite://{}", file.display()), None)
-            }
-            Backend::Postgres => {
-                let server = postgres_url()?;
-                let (url, name) = fresh_postgres_database_named(&server).await;
-                (url, Some((server, name)))
-            }
-        };
-        let mut settings = Settings::local(url, SECRET);
+/// A tenantry with the given limits (and a fast event poll).
+async fn spawn(backend: Backend, limits: Limits) -> Option<TestApp> {
+    TestApp::spawn_with(backend, |settings| {
         settings.events.poll_interval = Duration::from_millis(50);
         settings.limits = limits;
-        let app = Application::build(settings)
-            .await
-            .expect("build application");
-        let (grpc_port, http_port) = (app.grpc_port(), app.http_port());
-        let store = app.store().clone();
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async {
-            let _ = rx.await;
-        }));
-        let url = format!("http://127.0.0.1:{grpc_port}");
-        let channel = Channel::from_shared(url)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the test server");
-        Some(Limited {
-            backend,
-            grpc_port,
-            http_port,
-            store,
-            channel,
-            shutdown: Some(tx),
-            server: Some(server),
-            postgres,
-            _dir: dir,
-        })
-    }
+    })
+    .await
+}
 
+/// What these tests do with a running tenantry beyond [`TestApp`]'s own helpers.
+trait LimitsApp {
+    fn channel_url(&self) -> String;
+    async fn block_writes(&self) -> Tx;
+    fn create(&self, name: &str) -> Request<proto::CreateOrganizationRequest>;
+    async fn orgs_named(&self, name: &str) -> u64;
+    async fn calls(&self, method: &str, code: &str) -> i64;
+}
+
+impl LimitsApp for TestApp {
     fn channel_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
-    }
-
-    fn orgs(&self) -> OrganizationServiceClient<Channel> {
-        OrganizationServiceClient::new(self.channel.clone())
-    }
-
-    fn root(&self) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = MintClaims {
-            sub: "root-admin".into(),
-            org: "internal".into(),
-            roles: vec!["ROOT_ADMIN".into()],
-            iss: "tenantry".into(),
-            aud: "tenantry".into(),
-            exp: now + 3600,
-            iat: now,
-            email: None,
-        };
-        jwt::mint(SECRET, &claims).expect("mint token")
     }
 
     /// Holds the write path so that writing calls wait; released by committing.
@@ -159,31 +95,11 @@ impl Limited {
             .find_map(|line| line.strip_prefix(&series)?.parse().ok())
             .unwrap_or(0)
     }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
-        }
-        if let Some((server_url, name)) = self.postgres.take() {
-            drop_postgres_database(&server_url, &name).await;
-        }
-    }
-}
-
-impl Drop for Limited {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
 }
 
 /// Whether a PostgreSQL session of this database waits on a lock in an INSERT into
 /// `audit_entries`: the blocked call is in the middle of its transaction.
-async fn waits_inserting_audit(app: &Limited) -> bool {
+async fn waits_inserting_audit(app: &TestApp) -> bool {
     let row = app
         .store
         .db()
@@ -205,7 +121,7 @@ async fn a_call_past_the_request_timeout_fails_deadline_exceeded_and_writes_noth
         request_timeout: Duration::from_millis(500),
         ..Limits::default()
     };
-    let Some(app) = Limited::spawn(backend, limits).await else {
+    let Some(app) = spawn(backend, limits).await else {
         return;
     };
     let hold = app.block_writes().await;
@@ -239,7 +155,7 @@ async fn a_client_deadline_shorter_than_the_servers_ends_the_call(backend: Backe
         request_timeout: Duration::from_secs(120),
         ..Limits::default()
     };
-    let Some(app) = Limited::spawn(backend, limits).await else {
+    let Some(app) = spawn(backend, limits).await else {
         return;
     };
     let hold = app.block_writes().await;
@@ -297,7 +213,7 @@ async fn calls_over_the_concurrency_cap_are_shed_at_once_and_health_still_answer
         request_timeout: Duration::from_secs(120),
         ..Limits::default()
     };
-    let Some(app) = Limited::spawn(backend, limits).await else {
+    let Some(app) = spawn(backend, limits).await else {
         return;
     };
     let hold = app.block_writes().await;
@@ -371,7 +287,7 @@ async fn calls_over_the_concurrency_cap_are_shed_at_once_and_health_still_answer
 }
 
 /// A CreateOrganization whose description is `bytes` long.
-fn with_description(app: &Limited, bytes: usize) -> Request<proto::CreateOrganizationRequest> {
+fn with_description(app: &TestApp, bytes: usize) -> Request<proto::CreateOrganizationRequest> {
     let mut request = app.create("Big Corp");
     if let Some(org) = request.get_mut().organization.as_mut() {
         org.description = "x".repeat(bytes);
@@ -381,7 +297,7 @@ fn with_description(app: &Limited, bytes: usize) -> Request<proto::CreateOrganiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_fails_resource_exhausted_and_one_under_the_limit_is_decoded() {
-    let app = Limited::spawn(Backend::Sqlite, Limits::default())
+    let app = spawn(Backend::Sqlite, Limits::default())
         .await
         .expect("SQLite always runs");
     let status = app
@@ -407,9 +323,7 @@ async fn an_oversized_message_fails_resource_exhausted_and_one_under_the_limit_i
         max_message_bytes: 64 * 1024,
         ..Limits::default()
     };
-    let app = Limited::spawn(Backend::Sqlite, small)
-        .await
-        .expect("SQLite");
+    let app = spawn(Backend::Sqlite, small).await.expect("SQLite");
     let status = app
         .orgs()
         .create_organization(with_description(&app, 65 * 1024))
@@ -429,9 +343,7 @@ async fn a_watch_outlives_the_request_timeout() {
         request_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let app = Limited::spawn(Backend::Sqlite, limits)
-        .await
-        .expect("SQLite");
+    let app = spawn(Backend::Sqlite, limits).await.expect("SQLite");
     let created = app
         .orgs()
         .create_organization(app.create("Watched Corp"))
@@ -487,7 +399,7 @@ async fn a_watch_outlives_the_request_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_metadata_and_webhook_bodies_are_refused() {
-    let app = Limited::spawn(Backend::Sqlite, Limits::default())
+    let app = spawn(Backend::Sqlite, Limits::default())
         .await
         .expect("SQLite");
     let padded = |name: &str, bytes: usize| {
@@ -530,9 +442,7 @@ async fn a_connection_holds_at_most_max_concurrent_streams() {
         max_concurrent_streams: 1,
         ..Limits::default()
     };
-    let app = Limited::spawn(Backend::Sqlite, limits)
-        .await
-        .expect("SQLite");
+    let app = spawn(Backend::Sqlite, limits).await.expect("SQLite");
     let watch = proto::WatchEventsRequest {
         organization_id: "internal".into(),
         ..Default::default()
