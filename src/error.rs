@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+pub use crate::domain::text::{MAX_QUOTED_CHARS, quoted, truncate};
+
 /// `ErrorInfo.domain` of every error.
 pub const ERROR_DOMAIN: &str = "tenantry";
 
@@ -68,26 +70,6 @@ pub const MAX_VIOLATIONS: usize = 50;
 pub const MAX_DESCRIPTION_CHARS: usize = 300;
 /// Most characters of a reply's message.
 pub const MAX_MESSAGE_CHARS: usize = 1_000;
-/// Most characters of client input an error quotes.
-pub const MAX_QUOTED_CHARS: usize = 64;
-
-/// `text` cut to at most `max` characters (on a char boundary), with `…` when cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{}…", &text[..end]),
-    }
-}
-
-/// Client input quoted as `{:?}` would, cut to `MAX_QUOTED_CHARS` characters with `…`,
-/// so an error never echoes unbounded input.
-pub fn quoted(text: &str) -> String {
-    match text.char_indices().nth(MAX_QUOTED_CHARS) {
-        None => format!("{text:?}"),
-        Some((end, _)) => format!("{:?}…", &text[..end]),
-    }
-}
-
 /// At most `MAX_VIOLATIONS` violations with bounded texts, plus an "… and N more" entry
 /// when some were left out: replies must fit in HTTP/2 trailers whatever the input.
 fn bounded(violations: Vec<FieldViolation>) -> Vec<FieldViolation> {

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 
 use rust_decimal::Decimal;
 
-use crate::error::quoted;
+use super::text::quoted;
 
 /// Micro-units per unit: stored amounts are `amount × 10⁶`.
 pub const MICROS_PER_UNIT: i64 = 1_000_000;

@@ -66,6 +66,26 @@ pub fn optional_email(text: &str) -> Result<String, String> {
     }
 }
 
+/// Most characters of client input an error quotes.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// `text` cut to at most `max` characters (on a char boundary), with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// Client input quoted as `{:?}` would, cut to `MAX_QUOTED_CHARS` characters with `…`,
+/// so an error never echoes unbounded input.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
