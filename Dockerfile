@@ -22,6 +22,8 @@ ENV CARGO_TERM_COLOR=never \
 #    layer is rebuilt only when Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 COPY migrations/Cargo.toml migrations/Cargo.toml
+# Patched dependencies (vendor/README.md) are part of the dependency layer.
+COPY vendor vendor
 RUN mkdir -p src migrations/src \
     && echo 'fn main() {}' > build.rs \
     && echo 'fn main() {}' > src/main.rs \
