@@ -112,6 +112,7 @@ on_both_backends!(
     reflection_v1alpha_lists_the_services,
     http_probes_answer_ok,
     health_turns_not_serving_while_draining,
+    postgres_connections_send_without_delay,
 );
 
 async fn health_reports_serving(backend: Backend) {
@@ -238,4 +239,66 @@ async fn health_turns_not_serving_while_draining(backend: Backend) {
         health(&channel, "").await.is_err(),
         "gRPC still answering after stop"
     );
+}
+
+/// The server's PostgreSQL sockets have `TCP_NODELAY` (vendor/sqlx-core: sqlx 0.9.0 no
+/// longer sets it, and a statement over one TLS record then waited ~40 ms for the
+/// server's delayed ACK). The test process's own sockets to the database port are
+/// inspected: every one belongs to a sqlx pool of this process.
+async fn postgres_connections_send_without_delay(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    if backend == Backend::Postgres {
+        let url = crate::helpers::postgres_url().expect("postgres url");
+        let Some(port) = tcp_port(&url) else {
+            eprintln!("postgres_connections_send_without_delay: {url} is not a TCP URL, skipped");
+            app.stop().await;
+            return;
+        };
+        // Hold connections open while the sockets are read.
+        let held = app.store.write().await.expect("a pooled connection");
+        let mut seen = 0;
+        for entry in std::fs::read_dir("/proc/self/fd").expect("fd list") {
+            let Some(fd) = entry
+                .ok()
+                .and_then(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: the descriptor is only borrowed for two getsockopt calls; if another
+            // test closes it meanwhile they fail with EBADF and it is skipped.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let socket = socket2::SockRef::from(&fd);
+            let Some(peer) = socket.peer_addr().ok().and_then(|a| a.as_socket()) else {
+                continue;
+            };
+            if peer.port() != port {
+                continue;
+            }
+            let Ok(nodelay) = socket.tcp_nodelay() else {
+                continue;
+            };
+            assert!(nodelay, "a connection to {peer} has Nagle's algorithm on");
+            seen += 1;
+        }
+        assert!(seen > 0, "no connection to the database port was found");
+        drop(held);
+    }
+    app.stop().await;
+}
+
+/// The port of a `postgres://user@host:port/db` URL (5432 if absent); `None` for a
+/// Unix-socket URL.
+fn tcp_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    if host_port.is_empty() || url.contains("host=/") {
+        return None;
+    }
+    match host_port.rsplit_once(':') {
+        Some((_, port)) => port.parse().ok(),
+        None => Some(5432),
+    }
 }
