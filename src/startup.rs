@@ -5,7 +5,8 @@
 //! The gRPC stack, outermost first: [`RpcLayer`] (span and metrics of every call, the
 //! refused ones included), [`LimitLayer`] (message size, shedding, deadline), then
 //! [`AuthLayer`] and the services. Per connection, HTTP/2 caps the open streams and the
-//! size of a request's header block.
+//! size of a request's header block. The HTTP port (probes, metrics, webhooks) shares
+//! the request timeout.
 
 pub mod limits;
 
@@ -14,6 +15,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{
     Router,
+    error_handling::HandleErrorLayer,
     extract::{DefaultBodyLimit, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
@@ -277,7 +279,16 @@ impl Application {
                 webhook::route(ctx.clone())
                     .layer(DefaultBodyLimit::max(limits.max_webhook_body_bytes)),
             )
-            .with_state(http_state);
+            .with_state(http_state)
+            // The gRPC request timeout bounds the HTTP handlers too: a webhook or a scrape
+            // stuck behind a lock answers 503 and its transaction rolls back (dropped).
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                        (StatusCode::SERVICE_UNAVAILABLE, "request timed out")
+                    }))
+                    .timeout(limits.request_timeout),
+            );
         let mut http_stop = stop_rx.clone();
         let http_server = axum::serve(http, router).with_graceful_shutdown(async move {
             let _ = http_stop.wait_for(|stop| *stop).await;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use sea_orm::ConnectionTrait;
 use tenantry::proto;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -113,6 +114,7 @@ on_both_backends!(
     http_probes_answer_ok,
     health_turns_not_serving_while_draining,
     postgres_connections_send_without_delay,
+    http_calls_past_the_request_timeout_answer_unavailable,
 );
 
 async fn health_reports_serving(backend: Backend) {
@@ -301,4 +303,30 @@ fn tcp_port(url: &str) -> Option<u16> {
         Some((_, port)) => port.parse().ok(),
         None => Some(5432),
     }
+}
+
+/// The HTTP port shares the request timeout: a scrape stuck behind a lock answers 503
+/// and the next one, once the lock is gone, 200. Only PostgreSQL can make a read wait
+/// (SQLite readers never wait for a writer in WAL mode).
+async fn http_calls_past_the_request_timeout_answer_unavailable(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |settings| {
+        settings.limits.request_timeout = Duration::from_millis(500);
+    })
+    .await
+    else {
+        return;
+    };
+    if backend == Backend::Postgres {
+        let lock = app.store.write().await.expect("transaction");
+        lock.execute_unprepared("LOCK TABLE email_messages IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock the table the scrape counts");
+        let (status, body) = http_get(app.http_port, "/metrics").await;
+        assert_eq!((status, body.as_str()), (503, "request timed out"));
+        drop(lock);
+    }
+    let (status, body) = http_get(app.http_port, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("tenantry_outbox_backlog"), "{body}");
+    app.stop().await;
 }
