@@ -18,6 +18,7 @@ mod m20261123_000006_billing;
 mod m20261123_000007_subscriptions;
 mod m20261123_000008_events_and_transfers;
 mod m20261123_000009_drop_latest_invoice_id;
+mod m20261123_000010_organizations_name_order;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_subscriptions::Migration),
             Box::new(m20261123_000008_events_and_transfers::Migration),
             Box::new(m20261123_000009_drop_latest_invoice_id::Migration),
+            Box::new(m20261123_000010_organizations_name_order::Migration),
         ]
     }
 }

@@ -20,7 +20,6 @@ use std::{
 use futures::future::BoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::{Code, Status, transport::server::TcpConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -29,7 +28,7 @@ use tracing::Span;
 use crate::{
     auth::method::Method,
     auth::{
-        Actor, Caller, HomeOrg, OrgRef, Principal, api_key, find_org,
+        Actor, Caller, HomeOrg, OrgRef, OrgRow, Principal, api_key, find_key_org, find_org_row,
         jwt::Verifier,
         org_inactive,
         policy::{self, Access, CallerRole},
@@ -39,14 +38,22 @@ use crate::{
         org::{OrgKind, OrgStatus},
     },
     error::Error,
-    storage::{
-        Store,
-        entities::{api_keys, organizations},
-    },
+    storage::Store,
 };
 
 /// Package prefix of the paths this layer guards.
 const GUARDED_PREFIX: &str = "/tenantry.v1.";
+
+/// The RPCs whose answer shows the agent count of the organization they read: the
+/// layer reads the count with the caller's home row (a scalar sub-select of the same
+/// query), so a caller reading its own organization costs one query in all. Other RPCs
+/// do not pay for the count.
+const COUNTS_AGENTS: [&str; 1] = ["/tenantry.v1.OrganizationService/GetOrganization"];
+
+/// Whether calls to `path` read the home organization's agent count along with it.
+pub fn counts_agents(path: &str) -> bool {
+    COUNTS_AGENTS.contains(&path)
+}
 
 /// Authenticates callers; shared by every connection.
 pub struct Authenticator {
@@ -127,8 +134,12 @@ impl Authenticator {
                 )
                 .into());
             }
-            Some(Credential::ApiKey(key)) => self.api_key_principal(&key).await?,
-            Some(Credential::Token(token)) => self.token_principal(&token).await?,
+            Some(Credential::ApiKey(key)) => {
+                self.api_key_principal(&key, counts_agents(path)).await?
+            }
+            Some(Credential::Token(token)) => {
+                self.token_principal(&token, counts_agents(path)).await?
+            }
         };
         record_caller(&principal);
         if !rule.admits(principal.role) {
@@ -149,32 +160,24 @@ impl Authenticator {
         }))
     }
 
-    async fn api_key_principal(&self, key: &str) -> Result<Principal, Status> {
-        let refused = || Status::from(Error::Unauthenticated("invalid API key".into()));
-        let row = api_keys::Entity::find()
-            .filter(api_keys::Column::KeyHash.eq(api_key::hash(key)))
-            .filter(api_keys::Column::RevokeTime.is_null())
-            .one(self.store.db())
+    async fn api_key_principal(&self, key: &str, count_agents: bool) -> Result<Principal, Status> {
+        // The key and its organization in one query: a revoked key, or one whose
+        // organization is deleted, finds nothing.
+        let found = find_key_org(&self.store, &api_key::hash(key), count_agents)
             .await
-            .map_err(|e| Status::from(Error::from(e)))?
-            .ok_or_else(refused)?;
-        let org = organizations::Entity::find_by_id(row.organization_id)
-            .filter(organizations::Column::DeleteTime.is_null())
-            .one(self.store.db())
-            .await
-            .map_err(|e| Status::from(Error::from(e)))?
-            .ok_or_else(refused)?;
+            .map_err(Status::from)?
+            .ok_or_else(|| Status::from(Error::Unauthenticated("invalid API key".into())))?;
         Ok(Principal {
             role: CallerRole::ApiKey,
-            org: Some(home(&org)),
+            org: Some(home(found.org)),
             actor: Actor::ApiKey {
-                key_id: row.id,
-                prefix: row.prefix,
+                key_id: found.key_id,
+                prefix: found.prefix,
             },
         })
     }
 
-    async fn token_principal(&self, token: &str) -> Result<Principal, Status> {
+    async fn token_principal(&self, token: &str, count_agents: bool) -> Result<Principal, Status> {
         let claims = self
             .verifier
             .verify(token)
@@ -193,11 +196,11 @@ impl Authenticator {
                     ))
                 };
                 let parsed = OrgRef::parse(reference).ok_or_else(unknown)?;
-                let row = find_org(&self.store, &parsed)
+                let row = find_org_row(&self.store, &parsed, count_agents)
                     .await
                     .map_err(Status::from)?
                     .ok_or_else(unknown)?;
-                Some(home(&row))
+                Some(home(row))
             }
             None => None,
         };
@@ -271,12 +274,13 @@ impl fmt::Display for OrgTypeId {
     }
 }
 
-fn home(org: &organizations::Model) -> HomeOrg {
+fn home(org: OrgRow) -> HomeOrg {
     HomeOrg {
-        id: org.id,
-        kind: org.kind.parse().unwrap_or(OrgKind::Tenant),
-        status: org.status.parse().unwrap_or(OrgStatus::Inactive),
-        row: org.clone(),
+        id: org.row.id,
+        kind: org.row.kind.parse().unwrap_or(OrgKind::Tenant),
+        status: org.row.status.parse().unwrap_or(OrgStatus::Inactive),
+        row: org.row,
+        agent_count: org.agent_count,
     }
 }
 

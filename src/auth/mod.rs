@@ -11,11 +11,11 @@ pub mod api_key;
 pub mod jwt;
 pub mod layer;
 pub mod method;
+mod org_rows;
 pub mod policy;
 
 use std::sync::Arc;
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -28,6 +28,7 @@ use crate::{
     error::{Error, Result},
     storage::{Store, entities::organizations},
 };
+pub use org_rows::{KeyedOrg, OrgRow, find_key_org, find_org, find_org_row, live_orgs};
 pub use policy::{CallerRole, Rule};
 
 /// Who made a call.
@@ -66,6 +67,9 @@ pub struct HomeOrg {
     /// The row as read for this call, reused when the call targets the caller's own
     /// organization so it is not read twice.
     pub row: organizations::Model,
+    /// Its agent count, read with the row for the RPCs that show it (see
+    /// [`layer::counts_agents`]); `None` for the others.
+    pub agent_count: Option<u64>,
 }
 
 /// An authenticated caller.
@@ -225,16 +229,6 @@ impl OrgRef {
     }
 }
 
-/// Loads a live (not deleted) organization by id or slug.
-pub async fn find_org(store: &Store, reference: &OrgRef) -> Result<Option<organizations::Model>> {
-    let query = organizations::Entity::find().filter(organizations::Column::DeleteTime.is_null());
-    let query = match reference {
-        OrgRef::Id(id) => query.filter(organizations::Column::Id.eq(*id)),
-        OrgRef::Slug(slug) => query.filter(organizations::Column::Slug.eq(slug.as_str())),
-    };
-    Ok(query.one(store.db()).await?)
-}
-
 impl Caller {
     /// The principal; public RPCs called without credentials have none.
     pub fn principal(&self) -> Result<&Arc<Principal>> {
@@ -253,6 +247,40 @@ impl Caller {
         field: &str,
         reference: &str,
     ) -> Result<OrgAccess> {
+        let (access, _) = self
+            .authorize_reading(store, field, reference, false)
+            .await?;
+        Ok(access)
+    }
+
+    /// Like [`Caller::authorize`], also returning the organization's agent count read
+    /// with its row: the caller's own organization's count comes with the home row the
+    /// auth layer read, another organization's with the one query that loads it.
+    pub async fn authorize_with_agent_count(
+        &self,
+        store: &Store,
+        field: &str,
+        reference: &str,
+    ) -> Result<(OrgAccess, u64)> {
+        let (access, count) = self
+            .authorize_reading(store, field, reference, true)
+            .await?;
+        match count {
+            Some(count) => Ok((access, count)),
+            // Not reachable: a counted read always carries the count.
+            None => Err(Error::Internal(
+                "organization read without its agent count".into(),
+            )),
+        }
+    }
+
+    async fn authorize_reading(
+        &self,
+        store: &Store,
+        field: &str,
+        reference: &str,
+        count_agents: bool,
+    ) -> Result<(OrgAccess, Option<u64>)> {
         let principal = self.principal()?.clone();
         let operator = principal.role.is_operator();
         let parsed = OrgRef::parse(reference);
@@ -263,17 +291,22 @@ impl Caller {
                 denied()
             });
         };
+        // The caller's own organization as the layer read it, unless a count is wanted
+        // that the layer did not read.
         let own = principal
             .org
             .as_ref()
-            .map(|home| &home.row)
-            .filter(|row| match &parsed {
-                OrgRef::Id(id) => *id == row.id,
-                OrgRef::Slug(slug) => *slug == row.slug,
-            });
+            .filter(|home| match &parsed {
+                OrgRef::Id(id) => *id == home.row.id,
+                OrgRef::Slug(slug) => *slug == home.row.slug,
+            })
+            .filter(|home| !count_agents || home.agent_count.is_some());
         let org = match own {
-            Some(row) => Some(row.clone()),
-            None => find_org(store, &parsed).await?,
+            Some(home) => Some(OrgRow {
+                row: home.row.clone(),
+                agent_count: home.agent_count,
+            }),
+            None => find_org_row(store, &parsed, count_agents).await?,
         };
         let Some(org) = org else {
             return Err(if operator {
@@ -282,7 +315,8 @@ impl Caller {
                 denied()
             });
         };
-        self.authorize_loaded(principal, org)
+        let access = self.authorize_loaded(principal, org.row)?;
+        Ok((access, org.agent_count))
     }
 
     /// Like [`Caller::authorize`] for an organization already loaded (e.g. an agent's).

@@ -18,7 +18,10 @@ pub mod watch;
 pub mod webhooks;
 
 use prost::Message;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryTrait,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -127,4 +130,22 @@ pub async fn agent_count<C: sea_orm::ConnectionTrait>(db: &C, org_id: Uuid) -> R
         .filter(agent_rows::Column::OrganizationId.eq(org_id))
         .count(db)
         .await?)
+}
+
+/// The first `limit` rows of `query` (which must not set a limit itself), as `M`.
+///
+/// The limit is written into the SQL as a number instead of a bound parameter: SQLite
+/// (the bundled 3.51) treats a LIMIT parameter as one the plan depends on, so binding
+/// it expires the cached statement and every execution would parse and plan the query
+/// again. A page size is a small validated integer, so the few distinct statements
+/// stay cached.
+pub async fn first_rows<M, Q, C>(db: &C, query: Q, limit: u64) -> Result<Vec<M>>
+where
+    M: FromQueryResult,
+    Q: QueryTrait,
+    C: ConnectionTrait,
+{
+    let mut statement = query.build(db.get_database_backend());
+    statement.sql.push_str(&format!(" LIMIT {limit}"));
+    Ok(M::find_by_statement(statement).all(db).await?)
 }

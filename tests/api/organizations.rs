@@ -281,6 +281,7 @@ on_both_backends!(
     list_orders_by_name_and_create_time,
     list_pages_through_everything_once,
     list_reports_each_orgs_agent_count,
+    get_and_list_count_agents_as_they_move,
     list_shows_only_what_the_caller_may_see,
     update_applies_the_mask_and_checks_the_etag,
     concurrent_updates_without_an_etag_all_apply,
@@ -793,6 +794,99 @@ async fn list_reports_each_orgs_agent_count(backend: Backend) {
         ]
     );
     assert_eq!(get(&app, &root, "busy").await.expect("get").agent_count, 3);
+    app.stop().await;
+}
+
+/// The agent count every way GetOrganization reads `org`: as its member (by id and by
+/// slug: the count rides with the auth layer's home row), with its API key (the key's
+/// join), as the root admin (another organization: the row and count in one query), and
+/// in the list.
+async fn agent_counts_of(app: &TestApp, org: &proto::Organization, key: &str) -> Vec<i32> {
+    let member = app.token("MEMBER", &org.id);
+    let root = app.root();
+    let mut counts = Vec::new();
+    for (credential, reference) in [
+        (member.as_str(), org.id.as_str()),
+        (member.as_str(), org.slug.as_str()),
+        (key, org.id.as_str()),
+        (root.as_str(), org.id.as_str()),
+        (root.as_str(), org.slug.as_str()),
+    ] {
+        let read = get(app, credential, reference).await.expect("get");
+        assert_eq!(read.id, org.id);
+        counts.push(read.agent_count);
+    }
+    let listed = list(app, &root, proto::ListOrganizationsRequest::default())
+        .await
+        .expect("list");
+    let row = listed
+        .organizations
+        .into_iter()
+        .find(|o| o.id == org.id)
+        .expect("listed");
+    counts.push(row.agent_count);
+    counts
+}
+
+async fn get_and_list_count_agents_as_they_move(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let root = app.root();
+    let busy = create(&app, &root, named_on("Busy", "pro")).await;
+    let quiet = create(&app, &root, named_on("Quiet", "pro")).await;
+    let internal = get(&app, &root, "internal").await.expect("root org");
+    let mut keys = Vec::new();
+    for org in [&busy, &quiet] {
+        let request = proto::RegenerateApiKeyRequest {
+            organization_id: org.id.clone(),
+        };
+        let key = app
+            .orgs()
+            .regenerate_api_key(authed(request, &app.token("CONFIG_ADMIN", &org.id)))
+            .await
+            .expect("key")
+            .into_inner()
+            .api_key;
+        keys.push(key);
+    }
+    let (busy_key, quiet_key) = (&keys[0], &keys[1]);
+    assert_eq!(agent_counts_of(&app, &quiet, quiet_key).await, [0; 6]);
+    let mut bots = Vec::new();
+    for i in 0..3 {
+        bots.push(register_agent(&app, &root, &busy.id, &format!("Bot {i}")).await);
+    }
+    assert_eq!(agent_counts_of(&app, &busy, busy_key).await, [3; 6]);
+    // An agent moves to Quiet, another back to the root organization.
+    let request = proto::AssignAgentRequest {
+        agent_id: bots[0].id.clone(),
+        organization_id: quiet.id.clone(),
+        ..Default::default()
+    };
+    app.orgs()
+        .assign_agent(authed(request, &root))
+        .await
+        .expect("assign agent");
+    assert_eq!(agent_counts_of(&app, &busy, busy_key).await, [2; 6]);
+    assert_eq!(agent_counts_of(&app, &quiet, quiet_key).await, [1; 6]);
+    let internal_before = get(&app, &root, &internal.id)
+        .await
+        .expect("root")
+        .agent_count;
+    unassign(&app, &bots[1].id).await;
+    assert_eq!(agent_counts_of(&app, &busy, busy_key).await, [1; 6]);
+    let internal_after = get(&app, &root, &internal.id)
+        .await
+        .expect("root")
+        .agent_count;
+    assert_eq!(internal_after, internal_before + 1);
+    // The stored assignments agree with what was shown.
+    let stored = agents::Entity::find()
+        .filter(agents::Column::OrganizationId.eq(org_uuid(&busy.id)))
+        .count(app.store.db())
+        .await
+        .expect("count agents");
+    assert_eq!(stored, 1);
     app.stop().await;
 }
 

@@ -8,11 +8,13 @@ use std::path::PathBuf;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use tenantry::{
     config::PublicKeySpec,
     domain::ids::{self, IdKind},
     proto,
+    storage::entities::{api_keys, organizations},
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, metadata::MetadataValue};
@@ -26,6 +28,7 @@ on_both_backends!(
     forged_stale_and_malformed_tokens_are_unauthenticated,
     tokens_signed_with_configured_keys_verify,
     health_and_reflection_need_no_token,
+    api_keys_stop_working_when_rotated_or_their_org_is_deleted,
 );
 
 const RSA_KID: &str = "rsa-1";
@@ -632,5 +635,99 @@ async fn health_and_reflection_need_no_token(backend: Backend) {
         .await
         .expect_err("no token");
     assert_eq!(refused.code(), Code::Unauthenticated);
+    app.stop().await;
+}
+
+/// RegenerateApiKey for `org` as its CONFIG_ADMIN: the new key.
+async fn new_api_key(app: &TestApp, org: &str) -> String {
+    app.orgs()
+        .regenerate_api_key(authed(
+            proto::RegenerateApiKeyRequest {
+                organization_id: org.into(),
+            },
+            &app.token("CONFIG_ADMIN", org),
+        ))
+        .await
+        .expect("regenerate API key")
+        .into_inner()
+        .api_key
+}
+
+/// GetOrganization of `org` with `key` in `x-api-key`.
+async fn get_with_api_key(app: &TestApp, org: &str, key: &str) -> Result<(), tonic::Status> {
+    let mut request = Request::new(proto::GetOrganizationRequest {
+        organization_id: org.into(),
+    });
+    let value: MetadataValue<_> = key.parse().expect("header value");
+    request.metadata_mut().insert("x-api-key", value);
+    app.orgs().get_organization(request).await.map(drop)
+}
+
+fn assert_invalid_key(result: Result<(), tonic::Status>, what: &str) {
+    let status = result.expect_err(what);
+    assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+    assert_eq!(status.message(), "invalid API key", "{what}");
+}
+
+/// The key and its organization are found with one join: a rotated key, a key whose
+/// organization was deleted, and a key left unrevoked on a deleted organization are
+/// all refused.
+async fn api_keys_stop_working_when_rotated_or_their_org_is_deleted(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let org = create_agency(&app, "Keyed Agency").await;
+    let first = new_api_key(&app, &org).await;
+    get_with_api_key(&app, &org, &first)
+        .await
+        .expect("a fresh key in x-api-key");
+    get_with_header(&app, &org, Some(&format!("Bearer {first}")))
+        .await
+        .expect("a fresh key as a bearer credential");
+    let second = new_api_key(&app, &org).await;
+    assert_invalid_key(get_with_api_key(&app, &org, &first).await, "rotated key");
+    get_with_api_key(&app, &org, &second)
+        .await
+        .expect("the new key");
+
+    app.orgs()
+        .delete_organization(authed(
+            proto::DeleteOrganizationRequest {
+                organization_id: org.clone(),
+                ..Default::default()
+            },
+            &app.root(),
+        ))
+        .await
+        .expect("delete organization");
+    assert_invalid_key(
+        get_with_api_key(&app, &org, &second).await,
+        "key of a deleted organization",
+    );
+    // Deleting revokes the keys; a key row left live on a deleted organization is
+    // refused all the same.
+    let org_id = ids::decode(IdKind::Organization, &org).expect("org id");
+    let stored = organizations::Entity::find_by_id(org_id)
+        .one(app.store.db())
+        .await
+        .expect("read organization")
+        .expect("organization row");
+    assert!(stored.delete_time.is_some());
+    let keys = api_keys::Entity::find()
+        .filter(api_keys::Column::OrganizationId.eq(org_id))
+        .all(app.store.db())
+        .await
+        .expect("read keys");
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| k.revoke_time.is_some()));
+    for key in keys {
+        let mut live: api_keys::ActiveModel = key.into();
+        live.revoke_time = Set(None);
+        live.update(app.store.db()).await.expect("unrevoke key");
+    }
+    assert_invalid_key(
+        get_with_api_key(&app, &org, &second).await,
+        "unrevoked key of a deleted organization",
+    );
     app.stop().await;
 }

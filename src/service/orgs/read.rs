@@ -1,17 +1,14 @@
 //! GetOrganization and ListOrganizations: reads with agent counts, filtering,
 //! ordering and keyset pagination over the organizations the caller may see.
 
-use std::collections::HashMap;
-
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, ExprTrait, FromQueryResult, Order, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ExprTrait, Order, QueryFilter, QueryOrder,
     sea_query::{Expr, Func, LikeExpr},
 };
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, policy::CallerRole},
+    auth::{Caller, OrgRow, live_orgs, policy::CallerRole},
     domain::{
         filter::{self, Op},
         ids::{self, IdKind},
@@ -21,8 +18,8 @@ use crate::{
     error::{Error, Result, Violations},
     grpc::{Ctx, convert},
     proto,
-    service::agent_count,
-    storage::entities::{agents, organizations},
+    service::first_rows,
+    storage::entities::organizations,
 };
 
 /// GetOrganization.
@@ -31,10 +28,11 @@ pub async fn get(
     caller: Caller,
     req: proto::GetOrganizationRequest,
 ) -> Result<proto::GetOrganizationResponse> {
-    let access = caller
-        .authorize(&ctx.store, "organization_id", &req.organization_id)
+    // One query: the row and its agent count together (for the caller's own
+    // organization both came with the auth layer's read of its home row).
+    let (access, count) = caller
+        .authorize_with_agent_count(&ctx.store, "organization_id", &req.organization_id)
         .await?;
-    let count = agent_count(ctx.store.db(), access.org().id).await?;
     Ok(proto::GetOrganizationResponse {
         organization: Some(convert::organization(
             &ctx.settings.billing.catalogue,
@@ -50,12 +48,6 @@ const LIST_FIELDS: &[(&str, &[Op])] = &[
     ("parent_id", &[Op::Eq]),
     ("prefix", &[Op::Eq]),
 ];
-
-#[derive(Debug, FromQueryResult)]
-struct AgentCount {
-    organization_id: Uuid,
-    count: i64,
-}
 
 /// ListOrganizations: the organizations the caller may see, filtered and ordered.
 pub async fn list(
@@ -86,8 +78,8 @@ pub async fn list(
     let cursor = v
         .check("page_token", paging::decode(&req.page_token, &fingerprint))
         .flatten();
-    let mut query =
-        organizations::Entity::find().filter(organizations::Column::DeleteTime.is_null());
+    // One query per page: the rows with their agent counts as a scalar sub-select.
+    let mut query = live_orgs(true);
     for term in &terms {
         query = match term.field.as_str() {
             "status" => match term.value.parse::<OrgStatus>() {
@@ -115,10 +107,7 @@ pub async fn list(
                 let pattern = format!("{}%", escape_like(&term.value.to_lowercase()));
                 query.filter(
                     Condition::any()
-                        .add(
-                            Expr::expr(Func::lower(Expr::col(organizations::Column::Name)))
-                                .like(LikeExpr::new(pattern.clone()).escape('\\')),
-                        )
+                        .add(sort_key(false).like(LikeExpr::new(pattern.clone()).escape('\\')))
                         .add(
                             Expr::col(organizations::Column::Slug)
                                 .like(LikeExpr::new(pattern).escape('\\')),
@@ -147,73 +136,35 @@ pub async fn list(
     }
     let order = if descending { Order::Desc } else { Order::Asc };
     if let Some(cursor) = &cursor {
-        let last_id = Uuid::parse_str(&cursor.id).map_err(|_| {
-            Error::invalid("page_token", "is not a page token issued by this service")
-        })?;
+        let bad_token =
+            || Error::invalid("page_token", "is not a page token issued by this service");
+        let last_id = Uuid::parse_str(&cursor.id).map_err(|_| bad_token())?;
         let key = cursor.k.clone().unwrap_or_default();
-        let (after_key, same_key) = if by_time {
-            let t: i64 = key.parse().map_err(|_| {
-                Error::invalid("page_token", "is not a page token issued by this service")
-            })?;
-            if descending {
-                (
-                    organizations::Column::CreateTime.lt(t),
-                    organizations::Column::CreateTime.eq(t),
-                )
-            } else {
-                (
-                    organizations::Column::CreateTime.gt(t),
-                    organizations::Column::CreateTime.eq(t),
-                )
-            }
+        // Rows after the last one in (key, id) order: a row-value comparison, plus the
+        // bound on the key alone that SQLite needs to start a range of an expression
+        // index (it does not range-scan on a row value over `lower(name)`).
+        let last_key = if by_time {
+            Expr::val(key.parse::<i64>().map_err(|_| bad_token())?)
         } else {
             // Names sort case-insensitively, as the database lowercases them, so the
             // key is lowercased by the database too.
-            let last_key = || Func::lower(Expr::val(key.clone()));
-            let same = folded_name().eq(last_key());
-            if descending {
-                (folded_name().lt(last_key()), same)
-            } else {
-                (folded_name().gt(last_key()), same)
-            }
+            Func::lower(Expr::val(key)).into()
         };
-        let after_id = if descending {
-            organizations::Column::Id.lt(last_id)
+        let row_key = Expr::tuple([sort_key(by_time), Expr::col(organizations::Column::Id)]);
+        let last = Expr::tuple([last_key.clone(), Expr::val(last_id)]);
+        query = query.filter(if descending {
+            sort_key(by_time).lte(last_key).and(row_key.lt(last))
         } else {
-            organizations::Column::Id.gt(last_id)
-        };
-        query = query.filter(
-            Condition::any()
-                .add(after_key)
-                .add(Condition::all().add(same_key).add(after_id)),
-        );
+            sort_key(by_time).gte(last_key).and(row_key.gt(last))
+        });
     }
-    query = if by_time {
-        query.order_by(organizations::Column::CreateTime, order.clone())
-    } else {
-        query.order_by(folded_name(), order.clone())
-    };
-    let mut rows = query
-        .order_by(organizations::Column::Id, order)
-        .limit(size + 1)
-        .all(ctx.store.db())
-        .await?;
+    let query = query
+        .order_by(sort_key(by_time), order.clone())
+        .order_by(organizations::Column::Id, order);
+    let mut rows: Vec<OrgRow> = first_rows(ctx.store.db(), query, size + 1).await?;
     let more = rows.len() as u64 > size;
     rows.truncate(size as usize);
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let counts: HashMap<Uuid, i64> = agents::Entity::find()
-        .select_only()
-        .column(agents::Column::OrganizationId)
-        .column_as(agents::Column::Id.count(), "count")
-        .filter(agents::Column::OrganizationId.is_in(ids))
-        .group_by(agents::Column::OrganizationId)
-        .into_model::<AgentCount>()
-        .all(ctx.store.db())
-        .await?
-        .into_iter()
-        .map(|c| (c.organization_id, c.count))
-        .collect();
-    let next_page_token = match rows.last() {
+    let next_page_token = match rows.last().map(|last| &last.row) {
         Some(last) if more => paging::encode(&paging::Cursor {
             q: fingerprint,
             k: Some(if by_time {
@@ -231,8 +182,8 @@ pub async fn list(
             .map(|r| {
                 convert::organization(
                     &ctx.settings.billing.catalogue,
-                    r,
-                    u64::try_from(counts.get(&r.id).copied().unwrap_or(0)).unwrap_or(0),
+                    &r.row,
+                    r.agent_count.unwrap_or_default(),
                 )
             })
             .collect(),
@@ -240,10 +191,16 @@ pub async fn list(
     })
 }
 
-/// The sort key of names: lowercased, so "acme" and "Zeta" sort alphabetically on
-/// every backend.
-fn folded_name() -> Expr {
-    Expr::expr(Func::lower(Expr::col(organizations::Column::Name)))
+/// The sort key of the page order before the id: the creation time, or the name
+/// lowercased, so "acme" and "Zeta" sort alphabetically on every backend. Written
+/// exactly as `ix_organizations_name_order` indexes it (`lower(name)`), which SQLite
+/// needs to use the index.
+fn sort_key(by_time: bool) -> Expr {
+    if by_time {
+        Expr::col(organizations::Column::CreateTime)
+    } else {
+        Func::lower(Expr::col(organizations::Column::Name)).into()
+    }
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `\` as the escape character.
