@@ -12,8 +12,8 @@ use std::{future::Future, sync::Arc};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::Caller, config::Settings, error::Result, payments::Payments, storage::Store,
-    telemetry::metrics::Metrics,
+    auth::Caller, config::Settings, error::Result, payments::Payments,
+    service::billing::usage::GroupCommit, storage::Store, telemetry::metrics::Metrics,
 };
 
 /// What every handler needs: the store, the settings and the application's metrics.
@@ -27,6 +27,8 @@ pub struct Ctx {
     pub payments: Payments,
     /// This application's Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Usage batches waiting for the next group ingestion transaction.
+    pub usage_groups: Arc<GroupCommit>,
 }
 
 impl Ctx {
@@ -38,6 +40,7 @@ impl Ctx {
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),
+            usage_groups: Arc::default(),
         }
     }
 }

@@ -46,4 +46,5 @@ mod subscriptions;
 mod tenant_transfers;
 mod tokens;
 mod usage;
+mod usage_grouping;
 mod webhooks;

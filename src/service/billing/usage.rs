@@ -1,61 +1,87 @@
 //! Usage metering: RecordUsage, RecordUsageBatch and StreamUsage batches.
 //!
-//! One batch is one transaction. It first locks the organization's month-to-date
-//! counter rows (`usage_counters`, in month order), which serializes recorders of the
-//! same organization and month on every replica; then it decides each event in request
-//! order against the state under those locks: duplicate (`event_id` already recorded),
-//! refused (org inactive, unknown agent, agent suspended, spend limit reached, a LOGS
-//! event past the plan's `max_logs_per_month`), or accepted. Accepted events are
-//! inserted, and their billing records, counters and spend alerts updated, before the
-//! commit. Because the spend check reads the locked counter, the month's cost passes a
-//! SUSPEND_USAGE limit by at most the event that crossed it, and each alert threshold
-//! fires once. The logs limit reads the same locked counter, so a month's logs never
-//! pass it: an event that would is refused whole. A concurrent batch that raced on the
-//! same `event_id` in another month loses on the unique key and the batch is retried,
-//! where it then sees a duplicate.
+//! An ingestion records one or more callers' batches (each of one organization) in one
+//! transaction, in this order:
+//!
+//! 1. **Reads, before `BEGIN` and without locks** (`reads`, run concurrently): the
+//!    event ids already recorded (one range of the unique (organization, event_id)
+//!    index per organization), the agents and their assignments, and — only for
+//!    organizations with a spend limit — the alerts already fired in the events'
+//!    months. On SQLite they run outside the single writer's lock. The organization
+//!    row is the one the auth layer read for the call ([`OrgAccess::org`]), not read
+//!    again: ingestion never locked that row, so a read inside the transaction was no
+//!    fresher in any way that mattered (a deactivation, plan or spend-limit change
+//!    committing right after it went unseen just the same); status, plan, rate and
+//!    spend settings are those the call was authorized under.
+//! 2. When those reads decide every event (duplicate, organization inactive, agent
+//!    unknown or suspended), nothing is locked or written.
+//! 3. **Lock last** (`writes`): `BEGIN`, then one upsert per 500 counter rows
+//!    (`usage_counters`, one per organization and month of the events still
+//!    undecided) whose no-op update takes each row's lock and returns its totals. Rows
+//!    are locked in (organization, month) order, so two ingestions never deadlock on
+//!    them; the locks serialize recorders of the same organization and month on every
+//!    replica, and are held for three statements and the commit.
+//! 4. **Decide** each event in arrival order against the locked totals with the events
+//!    before it applied: duplicate (recorded, or accepted earlier in this ingestion),
+//!    refused (org inactive, unknown agent, agent suspended, spend limit reached, a LOGS
+//!    event past the plan's `max_logs_per_month`), or accepted.
+//! 5. **Write** without reading: one multi-row INSERT of the accepted events (ordered by
+//!    organization and event id), one upsert of the billing records that adds tokens and
+//!    cost to each (organization, agent, month) record and sets the agent's current name
+//!    (a new record takes the agent's effective monthly rate; an existing one keeps its
+//!    rate, `custom_rate` and `invoice_id`, billed or not), one upsert adding the
+//!    accepted amounts to the locked counters, the spend alerts, then `COMMIT`.
+//!
+//! What holds: because the spend check reads the locked counter, the month's cost passes
+//! a SUSPEND_USAGE limit by at most the event that crossed it; the logs limit reads the
+//! same counter, so a month's logs never pass it (an event that would is refused whole).
+//! Each alert threshold fires once: the fired list is read before the lock, so a
+//! threshold another transaction fired in between looks new, but the alert's insert
+//! does nothing on its unique (organization, month, threshold) key and the outbox
+//! event, emails and audit entry go with the insert. An `event_id` recorded by a
+//! concurrent batch between the read and the insert (in any month, on any replica)
+//! fails the insert on the unique key; the ingestion is retried — as it is when the
+//! database picks it as a deadlock victim — and then sees a duplicate.
+//!
+//! **Group commit** (`group`): every batch — a RecordUsage event, a RecordUsageBatch, a
+//! StreamUsage message — queues in one queue per process, across organizations. A
+//! caller that finds no drain running spawns one; the drain ingests everything queued
+//! (up to 1,000 events) as one ingestion, then loops. A group is one transaction for
+//! all its callers — one read of each kind, one counter lock statement for every
+//! organization in (organization, month) order, one events INSERT, one records
+//! upsert, one counters upsert — and each caller is answered with its own outcomes
+//! only after the commit. Nothing waits on purpose: a group is what arrived while the
+//! previous commit ran. If a group's transaction fails for any reason, each caller's
+//! batch is ingested alone with the retries, so one caller's failure stays its own.
+//! Accepted events are counted in the metrics once, after their commit.
 //!
 //! Usage events are their own audit trail (each row records who recorded it and when);
 //! audit entries are written for the spend alerts they trigger, not per event.
 
+mod alerts;
+mod check;
+mod group;
 mod ingest;
+mod reads;
+mod writes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use tonic::Code;
 
 use crate::{
     auth::{Caller, OrgAccess},
-    domain::{
-        billing::{MAX_EVENT_AGE_MICROS, MAX_EVENT_SKEW_MICROS, Metric, Month},
-        ids::{self, IdKind},
-        money::Currency,
-    },
     error::{Error, FieldViolation, Result},
     grpc::{Ctx, convert},
     proto,
 };
 
-use super::{Sign, money_in};
+use check::{Valid, check};
+pub use group::GroupCommit;
+use ingest::Member;
 
 /// Events per batch.
 pub const MAX_BATCH: usize = 1000;
-const MAX_QUANTITY: i64 = 1_000_000_000_000;
-const MAX_DIMENSIONS: usize = 16;
-
-/// A checked event.
-#[derive(Debug, Clone)]
-pub(crate) struct Valid {
-    index: usize,
-    event_id: String,
-    agent_id: uuid::Uuid,
-    metric: Metric,
-    quantity: i64,
-    cost_micros: i64,
-    occurred_at: i64,
-    month: Month,
-    channel: String,
-    dimensions: String,
-}
 
 /// Why an event was not accepted.
 #[derive(Debug, Clone)]
@@ -135,105 +161,6 @@ pub(crate) enum Outcome {
     Refused(Refusal),
 }
 
-fn check(
-    event: &proto::UsageEvent,
-    index: usize,
-    currency: Currency,
-    now: i64,
-) -> Result<Valid, Refusal> {
-    let id_len = event.event_id.chars().count();
-    if id_len == 0 || id_len > 128 || event.event_id.chars().any(char::is_control) {
-        return Err(Refusal::invalid(
-            "event_id",
-            "must be 1-128 printable characters",
-        ));
-    }
-    let agent_id = ids::decode(IdKind::Agent, &event.agent_id)
-        .map_err(|e| Refusal::invalid("agent_id", e.to_string()))?;
-    let metric = match proto::UsageMetric::try_from(event.metric) {
-        Ok(proto::UsageMetric::Tokens) => Metric::Tokens,
-        Ok(proto::UsageMetric::Messages) => Metric::Messages,
-        Ok(proto::UsageMetric::Conversations) => Metric::Conversations,
-        Ok(proto::UsageMetric::Minutes) => Metric::Minutes,
-        Ok(proto::UsageMetric::Logs) => Metric::Logs,
-        _ => {
-            return Err(Refusal::invalid(
-                "metric",
-                "must be TOKENS, MESSAGES, CONVERSATIONS, MINUTES or LOGS",
-            ));
-        }
-    };
-    if !(0..=MAX_QUANTITY).contains(&event.quantity) {
-        return Err(Refusal::invalid("quantity", "must be between 0 and 10^12"));
-    }
-    let cost_micros = match &event.cost {
-        None => 0,
-        Some(cost) => {
-            let mut v = crate::error::Violations::new();
-            match money_in(&mut v, "cost", Some(cost), currency, 6, Sign::NonNegative) {
-                Some(micros) => micros,
-                None => {
-                    let message = match v.finish() {
-                        Err(Error::InvalidArgument(list)) => list
-                            .into_iter()
-                            .map(|f| format!("{}: {}", f.field, f.description))
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                        _ => "is not a valid amount".to_owned(),
-                    };
-                    return Err(Refusal::invalid("cost", message));
-                }
-            }
-        }
-    };
-    let occurred_at = event
-        .occurred_at
-        .as_ref()
-        .and_then(convert::micros)
-        .ok_or_else(|| Refusal::invalid("occurred_at", "is required"))?;
-    if occurred_at < now - MAX_EVENT_AGE_MICROS || occurred_at > now + MAX_EVENT_SKEW_MICROS {
-        return Err(Refusal {
-            reason: "EVENT_OUT_OF_WINDOW",
-            message: "must be at most 35 days in the past and 5 minutes in the future".into(),
-            field: Some("occurred_at"),
-            metadata: Vec::new(),
-        });
-    }
-    if event.dimensions.len() > MAX_DIMENSIONS {
-        return Err(Refusal::invalid(
-            "dimensions",
-            "must have at most 16 entries",
-        ));
-    }
-    for (k, v) in &event.dimensions {
-        let bad_key = k.is_empty() || k.chars().count() > 64 || k.chars().any(char::is_control);
-        if bad_key || v.chars().count() > 256 || v.chars().any(char::is_control) {
-            return Err(Refusal::invalid(
-                "dimensions",
-                "keys must be 1-64 and values at most 256 printable characters",
-            ));
-        }
-    }
-    let sorted: BTreeMap<&String, &String> = event.dimensions.iter().collect();
-    Ok(Valid {
-        index,
-        event_id: event.event_id.clone(),
-        agent_id,
-        metric,
-        quantity: event.quantity,
-        cost_micros,
-        occurred_at,
-        month: Month::of(occurred_at),
-        channel: event
-            .dimensions
-            .get("channel")
-            .filter(|c| !c.is_empty())
-            .cloned()
-            .unwrap_or_else(|| "unknown".into()),
-        dimensions: serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into()),
-    })
-}
-
 /// Records a batch of events for the authorized organization; one result per event.
 pub(crate) async fn record_events(
     ctx: &Ctx,
@@ -261,7 +188,12 @@ pub(crate) async fn record_events(
         }
     }
     if !valid.is_empty() {
-        let decided = ingest::with_retries(ctx, access, &valid, now).await?;
+        let member = Member {
+            access: access.clone(),
+            valid,
+            now,
+        };
+        let decided = group::ingest(ctx, member).await?;
         for (index, outcome) in decided {
             outcomes[index] = Some(outcome);
         }
@@ -310,7 +242,12 @@ pub async fn record(
     let org = access.org();
     let now = ctx.store.now();
     let valid = check(&event, 0, convert::org_currency(org), now).map_err(Refusal::into_error)?;
-    let decided = ingest::with_retries(&ctx, &access, std::slice::from_ref(&valid), now).await?;
+    let member = Member {
+        access,
+        valid: vec![valid],
+        now,
+    };
+    let decided = group::ingest(&ctx, member).await?;
     let outcome = decided
         .into_iter()
         .next()
