@@ -1,57 +1,40 @@
 //! The `tenantry` binary: refusing to start without keys, `serve --dev` (persisted
 //! secret, printed token), `token`, `migrate status`, and graceful exit on SIGTERM.
 
-use std::{net::TcpListener, path::Path, process::Stdio, time::Duration};
+#[path = "support/process.rs"]
+mod process;
 
+use std::{path::Path, time::Duration};
+
+use process::{
+    bearer, connect, create_organization, drain, free_port, output, sqlite_url, stdout_of,
+    tenantry, terminate,
+};
 use tenantry::proto::{
-    CreateOrganizationRequest, GetOrganizationRequest, Organization,
-    organization_service_client::OrganizationServiceClient,
+    GetOrganizationRequest, Organization, organization_service_client::OrganizationServiceClient,
 };
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    time::timeout,
-};
+use tokio::{process::Child, sync::mpsc, time::timeout};
 use tonic::{Request, transport::Channel};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn serve(dir: &Path, grpc: u16, http: u16, dev: bool) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .arg("serve")
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args([
-            "--database-url",
-            &format!("sqlite://{}", dir.join("t.db").display()),
-        ])
-        .args(["--data-dir", &dir.display().to_string()])
-        .args(["--drain-seconds", "0"])
-        .env_remove("TENANTRY_JWT_SECRET")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+/// `tenantry serve` on `dir`'s own SQLite database, in dev mode when `dev`.
+fn serve(dir: &Path, grpc: u16, http: u16, dev: bool) -> tokio::process::Command {
+    let mut command = process::serve(grpc, http, &sqlite_url(dir), dir);
     if dev {
         command.arg("--dev");
     }
     command
 }
 
-/// Reads the child's stdout until the printed `export TOKEN=` line.
+/// Reads the child's output until the printed `export TOKEN=` line; keeps draining it
+/// afterwards so the child never blocks on a full pipe.
 async fn printed_token(child: &mut Child) -> String {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let token = timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
+    let (lines, mut received) = mpsc::unbounded_channel();
+    drain(child, move |line| {
+        // Nobody listens once the token is read: later lines are dropped.
+        let _ = lines.send(line);
+    });
+    timeout(Duration::from_secs(60), async {
+        while let Some(line) = received.recv().await {
             if let Some(token) = line.trim().strip_prefix("export TOKEN=") {
                 return token.to_owned();
             }
@@ -59,86 +42,58 @@ async fn printed_token(child: &mut Child) -> String {
         panic!("the server exited without printing a token");
     })
     .await
-    .expect("token printed in time");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    token
+    .expect("token printed in time")
 }
 
-/// A channel to the server on `grpc`, waiting until it accepts connections.
-async fn connect(grpc: u16) -> Channel {
-    for _ in 0..100 {
-        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
-            .expect("endpoint")
-            .connect()
-            .await
-        {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// A `tenantry serve --dev` process, its printed token and a channel to it.
+struct DevServer {
+    child: Child,
+    token: String,
+    channel: Channel,
+}
+
+/// Starts a dev-mode server on `dir`'s database (with `catalogue` if any) and waits
+/// until it printed its token and accepts connections.
+async fn start_dev(dir: &Path, catalogue: Option<&Path>) -> DevServer {
+    let (grpc, http) = (free_port(), free_port());
+    let mut command = serve(dir, grpc, http, true);
+    if let Some(path) = catalogue {
+        command.arg("--catalogue").arg(path);
     }
-    panic!("server did not accept connections");
-}
-
-async fn client(grpc: u16) -> OrganizationServiceClient<Channel> {
-    OrganizationServiceClient::new(connect(grpc).await)
-}
-
-/// CreateOrganization of `name` with `token`, expected to succeed.
-async fn create_org(
-    orgs: &mut OrganizationServiceClient<Channel>,
-    token: &str,
-    name: &str,
-) -> Organization {
-    orgs.create_organization(bearer(
-        CreateOrganizationRequest {
-            organization: Some(Organization {
-                name: name.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        token,
-    ))
-    .await
-    .expect("create organization")
-    .into_inner()
-    .organization
-    .expect("organization")
-}
-
-fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    request
-}
-
-async fn terminate(child: &mut Child) {
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = timeout(Duration::from_secs(30), child.wait())
+    let mut child = command.spawn().expect("spawn");
+    let token = printed_token(&mut child).await;
+    let channel = connect(&mut child, grpc)
         .await
-        .expect("exits after SIGTERM")
-        .expect("wait");
-    assert!(exit.success(), "graceful exit after SIGTERM, got {exit:?}");
+        .expect("the server accepts connections");
+    DevServer {
+        child,
+        token,
+        channel,
+    }
 }
+
+impl DevServer {
+    /// CreateOrganization of `name` with the printed token, expected to succeed.
+    async fn create_org(&self, name: &str) -> Organization {
+        OrganizationServiceClient::new(self.channel.clone())
+            .create_organization(bearer(create_organization(name), &self.token))
+            .await
+            .expect("create organization")
+            .into_inner()
+            .organization
+            .expect("organization")
+    }
+}
+
+/// How long a server may take to stop after SIGTERM.
+const STOP: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn serve_without_keys_refuses_to_start_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("dir");
-    let output = serve(dir.path(), free_port(), free_port(), false)
-        .output()
-        .await
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused = output(&mut serve(dir.path(), free_port(), free_port(), false)).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("no token verification key"),
         "stderr: {stderr}"
@@ -152,56 +107,33 @@ async fn serve_without_keys_refuses_to_start_with_a_clear_message() {
 #[tokio::test]
 async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
-    let token = printed_token(&mut child).await;
-    let mut orgs = client(grpc).await;
+    let mut server = start_dev(dir.path(), None).await;
     // Created with the printed token.
-    let created = create_org(&mut orgs, &token, "Acme Corp").await;
+    let created = server.create_org("Acme Corp").await;
     assert_eq!(created.slug, "acme-corp");
-    terminate(&mut child).await;
+    terminate(&mut server.child, STOP).await;
     let secret =
         std::fs::read_to_string(dir.path().join("tenantry-dev-secret")).expect("secret persisted");
 
     // `tenantry token` signs with the persisted dev secret; a restarted dev server
     // (same secret, same database) accepts it.
-    let minted = Command::new(BIN)
-        .args([
-            "token",
-            "--role",
-            "CONFIG_ADMIN",
-            "--org",
-            "acme-corp",
-            "--sub",
-            "ada",
-        ])
-        .args(["--data-dir", &dir.path().display().to_string()])
-        .env_remove("TENANTRY_JWT_SECRET")
-        .output()
-        .await
-        .expect("token");
-    assert!(
-        minted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&minted.stderr)
-    );
-    let minted = String::from_utf8(minted.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned();
+    let minted = stdout_of(
+        tenantry()
+            .args(["token", "--role", "CONFIG_ADMIN", "--org", "acme-corp"])
+            .args(["--sub", "ada"])
+            .args(["--data-dir", &dir.path().display().to_string()]),
+    )
+    .await
+    .trim()
+    .to_owned();
 
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = serve(dir.path(), grpc, http, true)
-        .spawn()
-        .expect("spawn again");
-    let _ = printed_token(&mut child).await;
+    let mut server = start_dev(dir.path(), None).await;
     assert_eq!(
         std::fs::read_to_string(dir.path().join("tenantry-dev-secret")).expect("secret"),
         secret,
         "the dev secret is reused, not regenerated"
     );
-    let mut orgs = client(grpc).await;
-    let fetched = orgs
+    let fetched = OrganizationServiceClient::new(server.channel.clone())
         .get_organization(bearer(
             GetOrganizationRequest {
                 organization_id: "acme-corp".into(),
@@ -212,20 +144,11 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
         .expect("the minted CONFIG_ADMIN token reads its organization")
         .into_inner();
     assert_eq!(fetched.organization.expect("org").id, created.id);
-    terminate(&mut child).await;
+    terminate(&mut server.child, STOP).await;
 
-    let status = Command::new(BIN)
-        .args([
-            "migrate",
-            "--database-url",
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            "status",
-        ])
-        .output()
-        .await
-        .expect("migrate status");
-    let text = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success());
+    let database_url = sqlite_url(dir.path());
+    let text =
+        stdout_of(tenantry().args(["migrate", "--database-url", &database_url, "status"])).await;
     assert!(
         text.contains("applied  m20261123_000001_organizations"),
         "{text}"
@@ -237,17 +160,12 @@ async fn dev_mode_prints_a_working_token_persists_its_secret_and_stops_on_sigter
 async fn the_default_database_is_tenantry_db_in_the_working_directory_in_wal_mode() {
     let dir = tempfile::tempdir().expect("dir");
     let (grpc, http) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
+    // No --database-url and no --data-dir: the defaults are what this test is about.
+    let mut child = tenantry()
         .current_dir(dir.path())
         .args(["serve", "--dev", "--drain-seconds", "0"])
         .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .env_remove("DATABASE_URL")
-        .env_remove("TENANTRY_JWT_SECRET")
-        .env_remove("TENANTRY_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn");
     let _ = printed_token(&mut child).await;
@@ -275,7 +193,7 @@ async fn the_default_database_is_tenantry_db_in_the_working_directory_in_wal_mod
         .expect("row");
     let mode: String = row.try_get_by_index(0).expect("mode");
     assert_eq!(mode.to_lowercase(), "wal");
-    terminate(&mut child).await;
+    terminate(&mut child, STOP).await;
 }
 
 #[tokio::test]
@@ -284,11 +202,9 @@ async fn payments_confirm_completes_a_manual_purchase_exactly_once() {
         BuyCreditsRequest, GetBalanceRequest, Money, billing_service_client::BillingServiceClient,
     };
     let dir = tempfile::tempdir().expect("dir");
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
-    let token = printed_token(&mut child).await;
-    let org = create_org(&mut client(grpc).await, &token, "Acme Corp").await;
-    let mut billing = BillingServiceClient::new(connect(grpc).await);
+    let mut server = start_dev(dir.path(), None).await;
+    let (org, token) = (server.create_org("Acme Corp").await, &server.token);
+    let mut billing = BillingServiceClient::new(server.channel.clone());
     let bought = billing
         .buy_credits(bearer(
             BuyCreditsRequest {
@@ -300,26 +216,19 @@ async fn payments_confirm_completes_a_manual_purchase_exactly_once() {
                 request_id: "buy-1".into(),
                 ..Default::default()
             },
-            &token,
+            token,
         ))
         .await
         .expect("buy credits")
         .into_inner();
-    let database_url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let database_url = sqlite_url(dir.path());
+    let payments = || {
+        let mut command = tenantry();
+        command.args(["payments", "--database-url", &database_url, "confirm"]);
+        command
+    };
     for _ in 0..2 {
-        let output = Command::new(BIN)
-            .args(["payments", "--database-url", &database_url, "confirm"])
-            .arg(&bought.payment_intent_id)
-            .env_remove("DATABASE_URL")
-            .output()
-            .await
-            .expect("payments confirm");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{stdout} {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let stdout = stdout_of(payments().arg(&bought.payment_intent_id)).await;
         assert!(stdout.contains(&bought.transaction_id), "{stdout}");
         assert!(stdout.contains("SUCCEEDED, 25.00 USD"), "{stdout}");
         let balance = billing
@@ -327,28 +236,17 @@ async fn payments_confirm_completes_a_manual_purchase_exactly_once() {
                 GetBalanceRequest {
                     organization_id: org.id.clone(),
                 },
-                &token,
+                token,
             ))
             .await
             .expect("balance")
             .into_inner();
         assert_eq!(balance.balance.expect("balance").amount, "25.00");
     }
-    let unknown = Command::new(BIN)
-        .args([
-            "payments",
-            "--database-url",
-            &database_url,
-            "confirm",
-            "pi_manual_nope",
-        ])
-        .env_remove("DATABASE_URL")
-        .output()
-        .await
-        .expect("payments confirm");
+    let unknown = output(payments().arg("pi_manual_nope")).await;
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"));
-    terminate(&mut child).await;
+    terminate(&mut server.child, STOP).await;
 }
 
 #[tokio::test]
@@ -360,21 +258,18 @@ async fn serve_with_a_bad_catalogue_refuses_to_start_naming_each_problem() {
         "[[plans]]\nid = \"Pro\"\nname = \"Pro\"\ntier_rank = 1\nprices = { USD = { month = \"9.999\" } }\n",
     )
     .expect("write catalogue");
-    let output = timeout(
-        Duration::from_secs(60),
+    // Bounded by `output`: a server that started anyway fails the test.
+    let refused = output(
         serve(dir.path(), free_port(), free_port(), true)
             .arg("--catalogue")
-            .arg(&path)
-            .output(),
+            .arg(&path),
     )
-    .await
-    .expect("exits at once")
-    .expect("run");
+    .await;
     assert!(
-        !output.status.success(),
+        !refused.status.success(),
         "a bad catalogue must stop the start"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
     for needle in [
         "bad.toml",
         "plans[0].id",
@@ -383,12 +278,12 @@ async fn serve_with_a_bad_catalogue_refuses_to_start_naming_each_problem() {
     ] {
         assert!(stderr.contains(needle), "{needle} not in stderr: {stderr}");
     }
-    let missing = serve(dir.path(), free_port(), free_port(), true)
-        .arg("--catalogue")
-        .arg(dir.path().join("nowhere.yaml"))
-        .output()
-        .await
-        .expect("run");
+    let missing = output(
+        serve(dir.path(), free_port(), free_port(), true)
+            .arg("--catalogue")
+            .arg(dir.path().join("nowhere.yaml")),
+    )
+    .await;
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nowhere.yaml"));
 }
@@ -405,14 +300,8 @@ async fn serve_with_a_yaml_catalogue_sells_its_plans() {
         "plans:\n  - id: free\n    name: Free\n    tier_rank: 0\n    prices: { USD: { month: \"0\" } }\n  - id: growth\n    name: Growth\n    tier_rank: 5\n    prices: { USD: { month: \"19.50\", year: \"195.00\" } }\n    limits: { max_agents: 7 }\naddons: []\n",
     )
     .expect("write catalogue");
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = serve(dir.path(), grpc, http, true)
-        .arg("--catalogue")
-        .arg(&path)
-        .spawn()
-        .expect("spawn");
-    let _ = printed_token(&mut child).await;
-    let plans = SubscriptionServiceClient::new(connect(grpc).await)
+    let mut server = start_dev(dir.path(), Some(&path)).await;
+    let plans = SubscriptionServiceClient::new(server.channel.clone())
         .list_plans(Request::new(ListPlansRequest::default()))
         .await
         .expect("ListPlans needs no credentials")
@@ -428,7 +317,7 @@ async fn serve_with_a_yaml_catalogue_sells_its_plans() {
         .map(|p| p.price.as_ref().expect("price").amount.as_str())
         .collect();
     assert_eq!(amounts, ["19.50", "195.00"]);
-    terminate(&mut child).await;
+    terminate(&mut server.child, STOP).await;
 }
 
 #[tokio::test]
@@ -438,11 +327,9 @@ async fn billing_cycle_closes_due_periods_once_and_prints_a_json_summary() {
         subscription_service_client::SubscriptionServiceClient,
     };
     let dir = tempfile::tempdir().expect("dir");
-    let (grpc, http) = (free_port(), free_port());
-    let mut child = serve(dir.path(), grpc, http, true).spawn().expect("spawn");
-    let token = printed_token(&mut child).await;
-    let org = create_org(&mut client(grpc).await, &token, "Cycle Corp").await;
-    let created = SubscriptionServiceClient::new(connect(grpc).await)
+    let mut server = start_dev(dir.path(), None).await;
+    let (org, token) = (server.create_org("Cycle Corp").await, &server.token);
+    let created = SubscriptionServiceClient::new(server.channel.clone())
         .create_subscription(bearer(
             CreateSubscriptionRequest {
                 organization_id: org.id.clone(),
@@ -451,28 +338,23 @@ async fn billing_cycle_closes_due_periods_once_and_prints_a_json_summary() {
                 trial_days: 0,
                 request_id: "sub-1".into(),
             },
-            &token,
+            token,
         ))
         .await
         .expect("subscribe")
         .into_inner();
     assert!(created.invoice.is_some(), "the first period is invoiced");
-    terminate(&mut child).await;
+    terminate(&mut server.child, STOP).await;
 
-    let database_url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let database_url = sqlite_url(dir.path());
     let at = (chrono::Utc::now() + chrono::Duration::days(40))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let run = |args: Vec<String>| {
-        let database_url = database_url.clone();
-        async move {
-            Command::new(BIN)
-                .args(["billing-cycle", "--database-url", &database_url])
-                .args(args)
-                .env_remove("DATABASE_URL")
-                .output()
-                .await
-                .expect("billing-cycle")
-        }
+        let mut command = tenantry();
+        command
+            .args(["billing-cycle", "--database-url", &database_url])
+            .args(args);
+        async move { output(&mut command).await }
     };
     let summary = |output: &std::process::Output| -> serde_json::Value {
         assert!(

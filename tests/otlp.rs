@@ -4,10 +4,12 @@
 //! JSON logs carry the same trace and span ids; without an endpoint (or with an
 //! unreachable one) the server serves and stops normally.
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::{
     net::TcpListener,
     path::Path,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,22 +22,17 @@ use opentelemetry_proto::tonic::{
     common::v1::{KeyValue, any_value::Value},
     trace::v1::{Span, span::SpanKind},
 };
-use tenantry::{
-    auth::jwt::{self, MintClaims},
-    proto::{
-        CreateOrganizationRequest, Organization,
-        organization_service_client::OrganizationServiceClient,
-    },
+use process::{
+    bearer, connect, create_organization, drain, free_port, mint_token, sqlite_url, terminate,
 };
+use tenantry::proto::{Organization, organization_service_client::OrganizationServiceClient};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
     task::JoinHandle,
     time::timeout,
 };
 use tonic::{Code, Request, Response, Status, transport::Channel};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 const SECRET: &str = "otlp-test-signing-secret-0123456789abcdef";
 
 type Exports = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
@@ -71,94 +68,43 @@ async fn spawn_receiver() -> (u16, Exports) {
     (port, exports)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// `tenantry serve` with JSON logs, debug RPC logs and no OTel settings inherited.
 fn serve(dir: &Path, grpc: u16) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = process::serve(grpc, free_port(), &sqlite_url(dir), dir);
     command
-        .arg("serve")
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args([
-            "--database-url",
-            &format!("sqlite://{}", dir.join("t.db").display()),
-        ])
-        .args(["--data-dir", &dir.display().to_string()])
         .args(["--jwt-secret", SECRET, "--log-format", "json"])
-        .args(["--drain-seconds", "0"])
-        .env("RUST_LOG", "info,tenantry::rpc=debug")
-        .env_remove("TENANTRY_JWT_SECRET")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for name in [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_SERVICE_NAME",
-        "OTEL_RESOURCE_ATTRIBUTES",
-        "OTEL_TRACES_SAMPLER",
-    ] {
-        command.env_remove(name);
-    }
+        .env("RUST_LOG", "info,tenantry::rpc=debug");
+    command
+}
+
+/// `serve` exporting its spans to the OTLP collector on `collector`.
+fn serve_exporting(dir: &Path, grpc: u16, collector: u16) -> Command {
+    let mut command = serve(dir, grpc);
+    let endpoint = format!("http://127.0.0.1:{collector}");
+    command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
     command
 }
 
 /// Collects the child's stdout and stderr lines until it exits.
 fn capture(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, Vec<JoinHandle<()>>) {
-    fn read(
-        out: impl AsyncRead + Unpin + Send + 'static,
-        lines: Arc<Mutex<Vec<String>>>,
-    ) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(out).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().expect("lock").push(line);
-            }
-        })
-    }
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let stdout = read(child.stdout.take().expect("stdout"), lines.clone());
-    let stderr = read(child.stderr.take().expect("stderr"), lines.clone());
-    (lines, vec![stdout, stderr])
+    let readers = drain(child, {
+        let lines = lines.clone();
+        move |line| lines.lock().expect("lock").push(line)
+    });
+    (lines, readers)
 }
 
-async fn connect(grpc: u16) -> OrganizationServiceClient<Channel> {
-    for _ in 0..300 {
-        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
-            .expect("endpoint")
-            .connect()
-            .await
-        {
-            return OrganizationServiceClient::new(channel);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("server did not accept connections");
+/// An OrganizationService client of the server `child` on `grpc`, once it is up.
+async fn orgs_of(child: &mut Child, grpc: u16) -> OrganizationServiceClient<Channel> {
+    let channel = connect(child, grpc)
+        .await
+        .expect("server accepts connections");
+    OrganizationServiceClient::new(channel)
 }
 
 fn root_admin_token() -> String {
-    let now = chrono::Utc::now().timestamp();
-    jwt::mint(
-        SECRET.as_bytes(),
-        &MintClaims {
-            sub: "otlp-test".into(),
-            org: "internal".into(),
-            roles: vec!["ROOT_ADMIN".into()],
-            iss: "tenantry".into(),
-            aud: "tenantry".into(),
-            exp: now + 600,
-            iat: now,
-            email: None,
-        },
-    )
-    .expect("mint")
+    mint_token(SECRET.as_bytes(), "ROOT_ADMIN", "internal", "otlp-test")
 }
 
 /// A random W3C parent: (trace id, span id) in lowercase hex.
@@ -176,37 +122,21 @@ async fn create(
     name: &str,
     (trace, span): &(String, String),
 ) -> Result<Organization, Status> {
-    let mut request = Request::new(CreateOrganizationRequest {
-        organization: Some(Organization {
-            name: name.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let metadata = request.metadata_mut();
+    let message = create_organization(name);
+    let mut request = match token {
+        Some(token) => bearer(message, token),
+        None => Request::new(message),
+    };
     let traceparent = format!("00-{trace}-{span}-01");
-    metadata.insert("traceparent", traceparent.parse().expect("traceparent"));
-    if let Some(token) = token {
-        let bearer = format!("Bearer {token}");
-        metadata.insert("authorization", bearer.parse().expect("header"));
-    }
+    let traceparent = traceparent.parse().expect("traceparent");
+    request.metadata_mut().insert("traceparent", traceparent);
     let response = orgs.create_organization(request).await?.into_inner();
     Ok(response.organization.expect("organization"))
 }
 
 /// SIGTERM, then a graceful exit within `within`; waits for the output readers too.
-async fn terminate(mut child: Child, readers: Vec<JoinHandle<()>>, within: Duration) {
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = timeout(within, child.wait())
-        .await
-        .expect("exits in time after SIGTERM")
-        .expect("wait");
-    assert!(exit.success(), "graceful exit after SIGTERM, got {exit:?}");
+async fn stop(mut child: Child, readers: Vec<JoinHandle<()>>, within: Duration) {
+    terminate(&mut child, within).await;
     for reader in readers {
         timeout(Duration::from_secs(10), reader)
             .await
@@ -267,11 +197,7 @@ async fn a_call_span_reaches_the_collector_in_the_callers_trace_and_the_logs_car
     let (receiver, exports) = spawn_receiver().await;
     let dir = tempfile::tempdir().expect("dir");
     let grpc = free_port();
-    let mut child = serve(dir.path(), grpc)
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{receiver}"),
-        )
+    let mut child = serve_exporting(dir.path(), grpc, receiver)
         .env("OTEL_SERVICE_NAME", "tenantry-test")
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
         // Only the flush at shutdown can deliver the spans.
@@ -279,7 +205,7 @@ async fn a_call_span_reaches_the_collector_in_the_callers_trace_and_the_logs_car
         .spawn()
         .expect("spawn");
     let (lines, readers) = capture(&mut child);
-    let mut orgs = connect(grpc).await;
+    let mut orgs = orgs_of(&mut child, grpc).await;
     let token = root_admin_token();
     let (created_in, refused_in) = (parent(), parent());
     let org = create(&mut orgs, Some(&token), "Traced Corp", &created_in)
@@ -290,7 +216,7 @@ async fn a_call_span_reaches_the_collector_in_the_callers_trace_and_the_logs_car
         .await
         .expect_err("no credentials");
     assert_eq!(refused.code(), Code::Unauthenticated);
-    terminate(child, readers, Duration::from_secs(30)).await;
+    stop(child, readers, Duration::from_secs(30)).await;
 
     let exports = exports.lock().expect("lock").clone();
     let resources: Vec<_> = exports.iter().flat_map(|e| &e.resource_spans).collect();
@@ -358,13 +284,13 @@ async fn without_an_endpoint_the_server_serves_and_still_logs_the_callers_trace_
     let grpc = free_port();
     let mut child = serve(dir.path(), grpc).spawn().expect("spawn");
     let (lines, readers) = capture(&mut child);
-    let mut orgs = connect(grpc).await;
+    let mut orgs = orgs_of(&mut child, grpc).await;
     let caller = parent();
     create(&mut orgs, Some(&root_admin_token()), "Quiet Corp", &caller)
         .await
         .expect("create organization");
     let started = Instant::now();
-    terminate(child, readers, Duration::from_secs(30)).await;
+    stop(child, readers, Duration::from_secs(30)).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "no exporter to wait for"
@@ -393,15 +319,11 @@ async fn a_collector_that_never_answers_delays_the_shutdown_only_a_few_seconds()
     let collector = silent.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("dir");
     let grpc = free_port();
-    let mut child = serve(dir.path(), grpc)
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{collector}"),
-        )
+    let mut child = serve_exporting(dir.path(), grpc, collector)
         .spawn()
         .expect("spawn");
     let (lines, readers) = capture(&mut child);
-    let mut orgs = connect(grpc).await;
+    let mut orgs = orgs_of(&mut child, grpc).await;
     create(
         &mut orgs,
         Some(&root_admin_token()),
@@ -410,7 +332,7 @@ async fn a_collector_that_never_answers_delays_the_shutdown_only_a_few_seconds()
     )
     .await
     .expect("calls are served while the collector is silent");
-    terminate(child, readers, Duration::from_secs(20)).await;
+    stop(child, readers, Duration::from_secs(20)).await;
     let lines = lines.lock().expect("lock");
     assert!(
         lines

@@ -10,7 +10,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
-    net::TcpListener,
     os::unix::process::ExitStatusExt,
     path::Path,
     process::Stdio,
@@ -26,7 +25,6 @@ use sea_orm::{
     QueryFilter, QuerySelect, TransactionTrait, sea_query::LockType,
 };
 use tenantry::{
-    auth::jwt::{self, MintClaims},
     domain::ids::{self, IdKind},
     proto::{
         self, AssetTransferItemStatus, AssetType, CreditTransactionStatus as TxnStatus,
@@ -41,7 +39,7 @@ use tenantry::{
     },
 };
 use tokio::{
-    process::{Child, Command},
+    process::Child,
     task::JoinHandle,
     time::{sleep, timeout},
 };
@@ -55,12 +53,12 @@ use crate::{
     },
     on_both_backends,
     organizations::usd,
+    process::{self, connect, free_port, mint_token},
     usage::at,
 };
 
 on_both_backends!(acknowledged_writes_survive_sigkill_and_retries_converge);
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 /// Kill cycles per backend, while the time budget allows.
 const CYCLES: usize = 3;
 /// No new kill cycle starts after this much time on one backend.
@@ -225,13 +223,6 @@ async fn a_crash_inside_confirm_manual_payment_leaves_no_paid_intent_uncredited(
 // The server process.
 // ---------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// One `tenantry serve` process on loopback ports.
 struct Server {
     child: Child,
@@ -245,37 +236,23 @@ impl Server {
         let grpc = free_port();
         let log_path = dir.join(format!("serve-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("server log file");
-        let mut child = Command::new(BIN)
+        let mut child = process::serve(grpc, free_port(), database_url, dir)
+            // Nothing inherited at all, not even variables `tenantry` does not read yet.
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
-            .arg("serve")
-            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--database-url", database_url])
-            .args(["--data-dir", &dir.display().to_string()])
             .args(["--jwt-secret", std::str::from_utf8(SECRET).expect("text")])
-            .args(["--drain-seconds", "0"])
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
             .spawn()
             .expect("start tenantry serve");
-        for _ in 0..300 {
-            if let Ok(Some(exit)) = child.try_wait() {
+        match connect(&mut child, grpc).await {
+            Ok(channel) => Server { child, channel },
+            Err(why) => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                panic!("tenantry serve exited with {exit:?}: {log}");
+                panic!("tenantry serve {why}: {log}");
             }
-            let endpoint = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
-                .expect("endpoint")
-                .connect_timeout(Duration::from_secs(2));
-            if let Ok(channel) = endpoint.connect().await {
-                return Server { child, channel };
-            }
-            sleep(Duration::from_millis(100)).await;
         }
-        panic!("tenantry serve did not accept connections in 30 s");
     }
 
     /// SIGKILL (what `start_kill` sends on unix), then reaps the process.
@@ -319,21 +296,6 @@ fn seed() -> u64 {
 // Calls.
 // ---------------------------------------------------------------------------
 
-fn mint(role: &str, org: &str, sub: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = MintClaims {
-        sub: sub.into(),
-        org: org.into(),
-        roles: vec![role.into()],
-        iss: "tenantry".into(),
-        aud: "tenantry".into(),
-        exp: now + 3600,
-        iat: now,
-        email: None,
-    };
-    jwt::mint(SECRET, &claims).expect("mint token")
-}
-
 /// The answer of a call, or an error when it fails or hangs.
 async fn within<R>(call: impl Future<Output = Result<Response<R>, Status>>) -> Result<R, Status> {
     match timeout(CALL_TIMEOUT, call).await {
@@ -358,8 +320,8 @@ impl Api {
             orgs: OrganizationServiceClient::new(channel.clone()),
             billing: BillingServiceClient::new(channel.clone()),
             transfers: TenantTransferServiceClient::new(channel.clone()),
-            root: mint("ROOT_ADMIN", "internal", "root").into(),
-            system: mint("SYSTEM", "internal", "meter").into(),
+            root: mint_token(SECRET, "ROOT_ADMIN", "internal", "root").into(),
+            system: mint_token(SECRET, "SYSTEM", "internal", "meter").into(),
         }
     }
 

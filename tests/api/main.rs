@@ -33,6 +33,8 @@ mod plan_changes;
 mod plan_limits;
 mod plans;
 mod policy_matrix;
+#[path = "../support/process.rs"]
+mod process;
 mod profile;
 mod quotas;
 mod rate_limit;

@@ -12,9 +12,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    net::TcpListener,
     path::Path,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -25,7 +23,6 @@ use sea_orm::{
     ColumnTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 };
 use tenantry::{
-    auth::jwt::{self, MintClaims},
     domain::{
         billing::{InvoiceStatus, TxnKind, TxnStatus},
         events::types,
@@ -44,7 +41,6 @@ use tenantry::{
     },
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
     time::timeout,
 };
@@ -57,9 +53,9 @@ use crate::{
         SECRET, authed, drop_postgres_database, fresh_postgres_database_named, postgres_url, reason,
     },
     organizations::{named, org_uuid, usd},
+    process::{self, free_port, mint_token, ready, stdout_of},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 const REPLICAS: usize = 3;
 /// `--credit-overdraft` of every replica and `billing-cycle` run.
 const OVERDRAFT: &str = "10.00";
@@ -86,20 +82,8 @@ struct Output {
 impl Output {
     /// Reads the child's stdout and stderr until it exits, so it never blocks on a pipe.
     fn drain(&self, child: &mut Child) {
-        fn read(out: impl AsyncRead + Unpin + Send + 'static, output: Output) {
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    output.push(line);
-                }
-            });
-        }
-        if let Some(stdout) = child.stdout.take() {
-            read(stdout, self.clone());
-        }
-        if let Some(stderr) = child.stderr.take() {
-            read(stderr, self.clone());
-        }
+        let output = self.clone();
+        process::drain(child, move |line| output.push(line));
     }
 
     fn push(&self, line: String) {
@@ -172,70 +156,11 @@ struct Cluster {
     _database: TestDatabase,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A `tenantry` command with no configuration inherited from the environment.
-fn tenantry(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
+/// A `tenantry` command with no configuration inherited and only warnings logged.
+fn tenantry() -> Command {
+    let mut command = process::tenantry();
+    command.env("RUST_LOG", "warn");
     command
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for name in [
-        "DATABASE_URL",
-        "TENANTRY_JWT_SECRET",
-        "TENANTRY_JWT_PUBLIC_KEYS",
-        "TENANTRY_JWKS_FILE",
-        "TENANTRY_NO_MIGRATE",
-        "TENANTRY_CATALOGUE",
-        "STRIPE_SECRET_KEY",
-        "STRIPE_API_BASE",
-        "STRIPE_WEBHOOK_SECRET",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ] {
-        command.env_remove(name);
-    }
-    command
-}
-
-/// Runs a short-lived `tenantry` command to completion; its stdout when it succeeded.
-async fn run_to_end(args: &[&str]) -> String {
-    let output = timeout(Duration::from_secs(120), tenantry(args).output())
-        .await
-        .unwrap_or_else(|_| panic!("tenantry {args:?} did not finish in time"))
-        .expect("run tenantry");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "tenantry {args:?}: {stderr}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Waits until the replica on `http` answers `/readyz`, or its process ended.
-async fn ready(child: &mut Child, http: u16) -> Result<(), String> {
-    let client = reqwest::Client::new();
-    for _ in 0..600 {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited with {status}"));
-        }
-        let probe = client
-            .get(format!("http://127.0.0.1:{http}/readyz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if probe.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err("not ready within 60 s".into())
 }
 
 /// One attempt at starting a replica on free loopback ports; `migrate` lets it migrate
@@ -248,25 +173,13 @@ async fn spawn_replica(
 ) -> Result<Replica, String> {
     let secret = std::str::from_utf8(SECRET).expect("ASCII secret");
     let (grpc, http) = (free_port(), free_port());
-    let (grpc_addr, http_addr) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{http}"));
-    let data_dir = dir.display().to_string();
     let stripe_base = fake.url();
-    let mut args = vec![
-        "serve",
-        "--grpc-addr",
-        &grpc_addr,
-        "--http-addr",
-        &http_addr,
-        "--database-url",
-        url,
+    let mut command = process::serve(grpc, http, url, dir);
+    command.env("RUST_LOG", "warn").args([
         "--db-max-connections",
         POOL,
         "--jwt-secret",
         secret,
-        "--data-dir",
-        &data_dir,
-        "--drain-seconds",
-        "0",
         "--log-format",
         "json",
         "--credit-overdraft",
@@ -279,18 +192,18 @@ async fn spawn_replica(
         &stripe_base,
         "--stripe-webhook-secret",
         WEBHOOK_SECRET,
-    ];
+    ]);
     if !migrate {
-        args.push("--no-migrate");
+        command.arg("--no-migrate");
     }
-    let mut child = tenantry(&args).spawn().expect("spawn tenantry serve");
+    let mut child = command.spawn().expect("spawn tenantry serve");
     let output = Output::default();
     output.drain(&mut child);
     if let Err(why) = ready(&mut child, http).await {
         let _ = child.kill().await;
         return Err(format!("{why}:\n{}", output.tail().join("\n")));
     }
-    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
@@ -324,15 +237,15 @@ impl Cluster {
             server: server.to_owned(),
             name,
         };
-        run_to_end(&[
+        let migrate = [
             "migrate",
             "--database-url",
             &url,
             "--db-max-connections",
             "2",
             "up",
-        ])
-        .await;
+        ];
+        stdout_of(tenantry().args(migrate)).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let fake = FakeStripe::start().await;
         let replicas =
@@ -397,21 +310,7 @@ impl Cluster {
 
 /// A token for `role` in `org`, trusted by every replica.
 fn token(role: &str, org: &str) -> String {
-    let now = Utc::now().timestamp();
-    jwt::mint(
-        SECRET,
-        &MintClaims {
-            sub: format!("{}-user", role.to_lowercase()),
-            org: org.to_owned(),
-            roles: vec![role.to_owned()],
-            iss: "tenantry".into(),
-            aud: "tenantry".into(),
-            exp: now + 3600,
-            iat: now,
-            email: None,
-        },
-    )
-    .expect("mint token")
+    mint_token(SECRET, role, org, &format!("{}-user", role.to_lowercase()))
 }
 
 fn root() -> String {
@@ -1360,7 +1259,7 @@ async fn rpc_cycle(c: &Cluster, replica: usize, at: DateTime<Utc>) -> RunSummary
 
 async fn cli_cycle(c: &Cluster, at: DateTime<Utc>) -> RunSummary {
     let at = at.to_rfc3339();
-    let printed = run_to_end(&[
+    let printed = stdout_of(tenantry().args([
         "billing-cycle",
         "--database-url",
         &c.url,
@@ -1370,7 +1269,7 @@ async fn cli_cycle(c: &Cluster, at: DateTime<Utc>) -> RunSummary {
         OVERDRAFT,
         "--at",
         &at,
-    ])
+    ]))
     .await;
     let summary: serde_json::Value =
         serde_json::from_str(printed.trim()).unwrap_or_else(|_| panic!("JSON: {printed}"));
