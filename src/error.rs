@@ -182,6 +182,24 @@ impl Error {
     }
 }
 
+/// The code the database gave a failed statement or commit: PostgreSQL's SQLSTATE
+/// (`40P01`, `23505`, …), SQLite's extended result code as a number (`5` for
+/// SQLITE_BUSY). `None` for errors that did not come from the database (a pool timeout,
+/// a dropped connection, a decoding error). Matching codes rather than message text
+/// keeps working whatever the server's `lc_messages` language.
+pub fn db_code(err: &sea_orm::DbErr) -> Option<String> {
+    use sea_orm::{DbErr, RuntimeErr, sqlx};
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => match &**e {
+            sqlx::Error::Database(e) => e.code().map(|code| code.into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Whether a database error is a unique-constraint violation.
 pub fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
     matches!(

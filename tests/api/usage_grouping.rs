@@ -31,6 +31,7 @@ on_both_backends!(
     concurrent_unary_calls_stop_one_event_past_the_cap_and_alert_once,
     one_tenants_refusals_leave_the_other_tenants_outcomes_alone,
     usage_on_a_billed_record_adds_to_it_and_keeps_its_invoice,
+    a_failed_group_answers_every_caller_from_its_own_transaction,
 );
 
 /// A tenant on a plan with room for several agents, and `agents` of its agents.
@@ -527,6 +528,258 @@ async fn usage_on_a_billed_record_adds_to_it_and_keeps_its_invoice(backend: Back
     assert_eq!(
         (fresh.revenue_micros, fresh.custom_rate, fresh.invoice_id),
         (77_000_000, true, None)
+    );
+    app.stop().await;
+}
+
+/// Runs `sql` with `values` on the app's database; the rows it returns.
+async fn query(
+    db: &impl sea_orm::ConnectionTrait,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+    db.query_all_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+}
+
+/// Holds the month's counter row of `org` locked (as an ingestion of another replica
+/// would) in a transaction of its own; returns it and its backend pid.
+async fn hold_counter(app: &TestApp, org: &str) -> (sea_orm::DatabaseTransaction, i32) {
+    use sea_orm::{QuerySelect, TransactionTrait, sea_query::LockType};
+    let tx = app.store.db().begin().await.expect("begin");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    usage_counters::Entity::find_by_id((org_uuid(org), month))
+        .lock(LockType::Update)
+        .one(&tx)
+        .await
+        .expect("lock counter")
+        .expect("counter row");
+    let pid = query(&tx, "SELECT pg_backend_pid()", vec![])
+        .await
+        .expect("pid")[0]
+        .try_get_by_index(0)
+        .expect("pid");
+    (tx, pid)
+}
+
+/// The queries of the app's sessions waiting for a lock `holder` holds.
+async fn blocked_by(app: &TestApp, holder: i32) -> Vec<String> {
+    query(
+        app.store.db(),
+        "SELECT query FROM pg_stat_activity \
+         WHERE datname = current_database() AND $1 = ANY(pg_blocking_pids(pid))",
+        vec![holder.into()],
+    )
+    .await
+    .expect("pg_stat_activity")
+    .iter()
+    .map(|row| row.try_get_by_index(0).expect("query"))
+    .collect()
+}
+
+/// Whether some transaction holds `org`'s counter row locked right now.
+async fn counter_locked(app: &TestApp, org: &str) -> bool {
+    use sea_orm::TransactionTrait;
+    let tx = app.store.db().begin().await.expect("begin");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let probe = query(
+        &tx,
+        "SELECT 1 FROM usage_counters WHERE organization_id = $1 AND month = $2 \
+         FOR UPDATE NOWAIT",
+        vec![org_uuid(org).into(), month.into()],
+    )
+    .await;
+    let _ = tx.rollback().await;
+    match probe {
+        Ok(_) => false,
+        Err(e) if tenantry::error::db_code(&e).as_deref() == Some("55P03") => true,
+        Err(e) => panic!("probe: {e}"),
+    }
+}
+
+/// How the callers of a round were grouped, as seen from the locks they wait on.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// One transaction holds `lo`'s counter and waits for `hi`'s: both callers' group.
+    Together,
+    /// The callers went in separate transactions.
+    Apart,
+}
+
+/// A group whose transaction fails because of one caller's batch — an event id that
+/// another transaction (another replica) recorded after the group read the recorded
+/// ids — still answers every caller correctly, each from a transaction of its own, and
+/// storage holds what the answers say. PostgreSQL only: the trigger needs row locks
+/// and a second writer, which SQLite's single in-process writer does not allow.
+///
+/// A round: a blocker transaction holds a third tenant's counter, so its caller keeps
+/// the (single) drain busy while caller `lo` (its batch holds the id `x`) and caller
+/// `hi` queue behind it. Transaction `u` holds `hi`'s counter and has inserted `x` for
+/// `lo` without committing. Once the blocker lets go, the next group reads (not seeing
+/// `x`), locks `lo`'s counter and waits on `hi`'s; the test sees exactly that in
+/// `pg_stat_activity` and with a NOWAIT probe, then commits `u`: the group's INSERT
+/// hits `x`'s unique key and fails for both callers. The locks only prove that the two
+/// callers shared a group; whether they did depends on when their calls queued, so a
+/// round where they went apart is repeated (it still checks every answer).
+async fn a_failed_group_answers_every_caller_from_its_own_transaction(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let mut orgs = Vec::new();
+    for name in ["Grouped One", "Grouped Two", "Blocker"] {
+        orgs.push(tenant_with_agents(&app, name, 1).await);
+    }
+    let (blk, blk_agents) = orgs.pop().expect("blocker");
+    // `lo` is the organization whose counter a group locks first.
+    orgs.sort_by_key(|(org, _)| org_uuid(org));
+    let [(lo, lo_agents), (hi, hi_agents)] = <[_; 2]>::try_from(orgs).expect("two tenants");
+    let sys = system(&app);
+    // Counter rows to lock.
+    for (org, agents) in [(&lo, &lo_agents), (&hi, &hi_agents), (&blk, &blk_agents)] {
+        let seed = record(&app, &sys, org, tokens("seed", &agents[0], 1)).await;
+        assert_eq!(seed.expect("seed").status, S::Accepted as i32);
+    }
+    let batch = |org: &str, events: Vec<proto::UsageEvent>| {
+        let (client, sys) = (app.billing(), sys.clone());
+        let request = authed(
+            proto::RecordUsageBatchRequest {
+                organization_id: org.to_owned(),
+                events,
+            },
+            &sys,
+        );
+        tokio::spawn(async move {
+            let mut client = client;
+            let response = client.record_usage_batch(request).await;
+            response.map(|r| {
+                let r = r.into_inner().results;
+                r.iter()
+                    .map(|e| (e.event_id.clone(), e.status))
+                    .collect::<Vec<_>>()
+            })
+        })
+    };
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let (mut lo_total, mut hi_total) = (1, 1);
+    let mut together = 0;
+    for round in 0..20 {
+        let (blocker, blocker_pid) = hold_counter(&app, &blk).await;
+        let (u, u_pid) = hold_counter(&app, &hi).await;
+        let x = format!("x-{round}");
+        usage_events::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            organization_id: Set(org_uuid(&lo)),
+            event_id: Set(x.clone()),
+            agent_id: Set(agent_uuid(&lo_agents[0])),
+            metric: Set("TOKENS".into()),
+            quantity: Set(1000),
+            cost_micros: Set(1000),
+            occurred_at: Set(chrono::Utc::now().timestamp_micros()),
+            month: Set(month.clone()),
+            channel: Set(String::new()),
+            dimensions: Set("{}".into()),
+            recorded_by: Set("system:other-replica".into()),
+            create_time: Set(chrono::Utc::now().timestamp_micros()),
+        }
+        .insert(&u)
+        .await
+        .expect("insert x");
+        let busy = batch(&blk, vec![tokens(&format!("b-{round}"), &blk_agents[0], 1)]);
+        while blocked_by(&app, blocker_pid).await.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // The drain is stuck behind the blocker: both calls queue (how soon is not
+        // observable; a round where one was late is told apart below).
+        let lo_call = batch(
+            &lo,
+            vec![
+                tokens(&x, &lo_agents[0], 1000),
+                tokens(&format!("lo-{round}"), &lo_agents[0], 10),
+            ],
+        );
+        let hi_call = batch(
+            &hi,
+            vec![
+                tokens(&format!("hi-{round}-a"), &hi_agents[0], 20),
+                tokens(&format!("hi-{round}-b"), &hi_agents[0], 30),
+            ],
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        blocker.commit().await.expect("release the blocker");
+        assert_eq!(
+            busy.await.expect("blocker call").expect("blocker batch"),
+            vec![(format!("b-{round}"), S::Accepted as i32)]
+        );
+        let seen = loop {
+            let waiting = blocked_by(&app, u_pid).await;
+            if waiting
+                .iter()
+                .any(|q| q.contains("INSERT INTO usage_events"))
+            {
+                break Seen::Apart; // `lo` alone, stopped at `x`
+            }
+            if waiting.iter().any(|q| q.contains("usage_counters")) {
+                break if counter_locked(&app, &lo).await {
+                    Seen::Together
+                } else {
+                    Seen::Apart // `hi` alone
+                };
+            }
+            tokio::task::yield_now().await;
+        };
+        u.commit().await.expect("commit x");
+        let lo_answers = lo_call.await.expect("lo call").expect("lo batch");
+        let hi_answers = hi_call.await.expect("hi call").expect("hi batch");
+        assert_eq!(
+            lo_answers,
+            vec![
+                (x.clone(), S::Duplicate as i32),
+                (format!("lo-{round}"), S::Accepted as i32)
+            ],
+            "round {round}, {seen:?}"
+        );
+        assert_eq!(
+            hi_answers,
+            vec![
+                (format!("hi-{round}-a"), S::Accepted as i32),
+                (format!("hi-{round}-b"), S::Accepted as i32)
+            ],
+            "round {round}, {seen:?}"
+        );
+        lo_total += 10;
+        hi_total += 50;
+        // Storage matches the answers: `x` is the other transaction's row, counted by
+        // neither counter nor record; the accepted events are stored and counted once.
+        let lo_rows = stored(&app, &lo).await;
+        let x_row = lo_rows.iter().find(|r| r.event_id == x).expect("x stored");
+        assert_eq!(x_row.recorded_by, "system:other-replica");
+        assert_eq!(lo_rows.len(), 1 + 2 * (round + 1), "round {round}");
+        assert_eq!(stored(&app, &hi).await.len(), 1 + 2 * (round + 1));
+        for (org, agent, total) in [
+            (&lo, &lo_agents[0], lo_total),
+            (&hi, &hi_agents[0], hi_total),
+        ] {
+            let c = counter(&app, org).await.expect("counter");
+            let events = 1 + (round as i64 + 1) * if org == &lo { 1 } else { 2 };
+            assert_eq!((c.tokens, c.cost_micros, c.events), (total, total, events));
+            let r = &records(&app, org).await[&agent_uuid(agent)];
+            assert_eq!((r.tokens, r.cost_micros), (total, total));
+        }
+        if seen == Seen::Together {
+            together += 1;
+            break;
+        }
+    }
+    assert_eq!(
+        together, 1,
+        "the two callers never shared a group in 20 rounds"
     );
     app.stop().await;
 }

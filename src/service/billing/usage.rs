@@ -4,8 +4,10 @@
 //! transaction, in this order:
 //!
 //! 1. **Reads, before `BEGIN` and without locks** (`reads`, run concurrently): the
-//!    event ids already recorded (one range of the unique (organization, event_id)
-//!    index per organization), the agents and their assignments, and — only for
+//!    event ids already recorded (probes of the unique (organization, event_id)
+//!    index: on PostgreSQL a join with the asked pairs passed as one `jsonb`
+//!    parameter, which no other index can answer even before the table has
+//!    statistics; on SQLite one index range per organization), the agents and their assignments, and — only for
 //!    organizations with a spend limit — the alerts already fired in the events'
 //!    months. On SQLite they run outside the single writer's lock. The organization
 //!    row is the one the auth layer read for the call ([`OrgAccess::org`]), not read
@@ -25,8 +27,9 @@
 //!    before it applied: duplicate (recorded, or accepted earlier in this ingestion),
 //!    refused (org inactive, unknown agent, agent suspended, spend limit reached, a LOGS
 //!    event past the plan's `max_logs_per_month`), or accepted.
-//! 5. **Write** without reading: one multi-row INSERT of the accepted events (ordered by
-//!    organization and event id), one upsert of the billing records that adds tokens and
+//! 5. **Write** without reading: one INSERT of the accepted events (ordered by
+//!    organization and event id; on PostgreSQL from one `jsonb` parameter, a statement
+//!    text that does not change with the number of events), one upsert of the billing records that adds tokens and
 //!    cost to each (organization, agent, month) record and sets the agent's current name
 //!    (a new record takes the agent's effective monthly rate; an existing one keeps its
 //!    rate, `custom_rate` and `invoice_id`, billed or not), one upsert adding the

@@ -35,6 +35,9 @@ const MAX_GROUP_EVENTS: usize = 1000;
 /// Drains that may run at once. Two (the next group reading while one holds its
 /// counter locks) measured no better than one on a two-core machine, where the
 /// database, the server and the clients share the CPU, and split the groups.
+/// Re-measured on PostgreSQL with the `jsonb` statements (16 callers, 10 s, 1 / 2 /
+/// 1 / 2 lanes): usage-batch 25.1k / 19.4k / 22.4k / 19.3k events/s, usage-unary
+/// 1,081 / 807 / 1,052 / 685 calls/s.
 const LANES: usize = 1;
 
 /// A queued caller and where its answer goes.

@@ -11,7 +11,7 @@ use crate::{
         billing::Metric,
         org::{AgentStatus, OrgStatus},
     },
-    error::{Error, Result},
+    error::{Error, Result, db_code, is_unique_violation},
     grpc::Ctx,
     service::{
         billing::{quotas::effective_limits, spend::SpendRules},
@@ -75,17 +75,26 @@ pub(super) fn accepted(decided: &Decided) -> u64 {
         .count() as u64
 }
 
+/// Whether an attempt failed in a way the next attempt can get past: a unique key a
+/// concurrent batch won (the retry sees a duplicate), or PostgreSQL aborting the
+/// transaction as a deadlock victim (SQLSTATE `40P01`) or for a serialization failure
+/// (`40001`). Decided by SQLSTATE, not by message text, which follows the server's
+/// `lc_messages`. SQLite's busy and locked results were never retried here (its
+/// writers queue on the store's writer lock and the busy timeout) and still are not.
 fn retryable(error: &Error) -> bool {
-    if error.is_unique_violation() {
-        return true;
-    }
     match error {
         Error::Database(e) => {
-            let text = e.to_string();
-            text.contains("deadlock detected") || text.contains("could not serialize")
+            is_unique_violation(e) || db_code(e).is_some_and(|code| retryable_code(&code))
         }
         _ => false,
     }
+}
+
+/// The PostgreSQL SQLSTATEs after which a transaction may simply run again.
+fn retryable_code(code: &str) -> bool {
+    const DEADLOCK_DETECTED: &str = "40P01";
+    const SERIALIZATION_FAILURE: &str = "40001";
+    matches!(code, DEADLOCK_DETECTED | SERIALIZATION_FAILURE)
 }
 
 /// The organization's terms a member's events are decided under.
@@ -274,4 +283,73 @@ pub(super) async fn ingest(ctx: &Ctx, members: &[Member]) -> Result<Vec<Decided>
     alerts::record(ctx, &tx, &crossings, now).await?;
     tx.commit().await?;
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{borrow::Cow, sync::Arc};
+
+    use sea_orm::{
+        DbErr, RuntimeErr,
+        sqlx::{self, error::ErrorKind},
+    };
+
+    use super::*;
+
+    /// A database error carrying only a code, as the drivers report one.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // Deliberately not PostgreSQL's English text: the code alone must decide.
+            write!(f, "erreur {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "erreur"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn failed(code: &'static str) -> Error {
+        let e = sqlx::Error::Database(Box::new(Coded(code)));
+        Error::Database(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))))
+    }
+
+    /// (A unique violation is recognized by SeaORM only on the drivers' own error
+    /// types; the concurrent tests in `tests/api/usage_grouping.rs` cover its retry.)
+    #[test]
+    fn deadlocks_and_serialization_failures_are_retried() {
+        assert!(retryable(&failed("40P01")));
+        assert!(retryable(&failed("40001")));
+    }
+
+    #[test]
+    fn other_failures_are_not_retried() {
+        // A check violation, SQLite's SQLITE_BUSY, a lost connection, a domain error.
+        assert!(!retryable(&failed("23514")));
+        assert!(!retryable(&failed("5")));
+        let gone = DbErr::Conn(RuntimeErr::SqlxError(Arc::new(sqlx::Error::PoolClosed)));
+        assert!(!retryable(&Error::Database(gone)));
+        assert!(!retryable(&Error::Internal("deadlock detected".into())));
+    }
 }
