@@ -44,17 +44,6 @@ use crate::{
 /// Package prefix of the paths this layer guards.
 const GUARDED_PREFIX: &str = "/tenantry.v1.";
 
-/// The RPCs whose answer shows the agent count of the organization they read: the
-/// layer reads the count with the caller's home row (a scalar sub-select of the same
-/// query), so a caller reading its own organization costs one query in all. Other RPCs
-/// do not pay for the count.
-const COUNTS_AGENTS: [&str; 1] = ["/tenantry.v1.OrganizationService/GetOrganization"];
-
-/// Whether calls to `path` read the home organization's agent count along with it.
-pub fn counts_agents(path: &str) -> bool {
-    COUNTS_AGENTS.contains(&path)
-}
-
 /// Authenticates callers; shared by every connection.
 pub struct Authenticator {
     verifier: Verifier,
@@ -135,10 +124,10 @@ impl Authenticator {
                 .into());
             }
             Some(Credential::ApiKey(key)) => {
-                self.api_key_principal(&key, counts_agents(path)).await?
+                self.api_key_principal(&key, rule.counts_agents).await?
             }
             Some(Credential::Token(token)) => {
-                self.token_principal(&token, counts_agents(path)).await?
+                self.token_principal(&token, rule.counts_agents).await?
             }
         };
         record_caller(&principal);

@@ -68,7 +68,7 @@ pub struct HomeOrg {
     /// organization so it is not read twice.
     pub row: organizations::Model,
     /// Its agent count, read with the row for the RPCs that show it (see
-    /// [`layer::counts_agents`]); `None` for the others.
+    /// [`policy::Rule::counts_agents`]); `None` for the others.
     pub agent_count: Option<u64>,
 }
 

@@ -115,6 +115,11 @@ pub struct Rule {
     pub while_inactive: bool,
     /// Whether the RPC acts on an organization it names (scope-checked by the handler).
     pub targeted: bool,
+    /// Whether its answer shows the agent count of the organization it reads. The auth
+    /// layer then reads the count with the caller's home organization (a scalar
+    /// sub-select of the same query), so a caller reading its own organization costs one
+    /// query in all; the other RPCs do not pay for the count.
+    pub counts_agents: bool,
 }
 
 impl Rule {
@@ -192,6 +197,7 @@ const fn on(service: &'static str, method: &'static str, roles: &'static [Caller
         access: Access::Roles(roles),
         while_inactive: false,
         targeted: true,
+        counts_agents: false,
     }
 }
 
@@ -206,6 +212,7 @@ const fn untargeted(
         access: Access::Roles(roles),
         while_inactive: false,
         targeted: false,
+        counts_agents: false,
     }
 }
 
@@ -216,6 +223,7 @@ const fn public(service: &'static str, method: &'static str) -> Rule {
         access: Access::Public,
         while_inactive: true,
         targeted: false,
+        counts_agents: false,
     }
 }
 
@@ -230,6 +238,7 @@ const fn status_read(
         access: Access::Roles(roles),
         while_inactive: true,
         targeted: true,
+        counts_agents: false,
     }
 }
 
@@ -237,7 +246,11 @@ const fn status_read(
 pub static POLICY: &[Rule] = &[
     // OrganizationService
     on(ORG, "CreateOrganization", MANAGER),
-    status_read(ORG, "GetOrganization", READ),
+    // Its answer shows the agent count: read with the caller's home organization.
+    Rule {
+        counts_agents: true,
+        ..status_read(ORG, "GetOrganization", READ)
+    },
     untargeted(ORG, "ListOrganizations", READ),
     on(ORG, "UpdateOrganization", ADMIN),
     on(ORG, "DeleteOrganization", OPERATOR),
@@ -405,5 +418,15 @@ mod tests {
         assert!(rule.admits(CallerRole::Member));
         assert!(rule_for_path("/tenantry.v1.OrganizationService/Nope").is_none());
         assert!(rule_for_path("garbage").is_none());
+    }
+
+    #[test]
+    fn only_get_organization_counts_agents() {
+        let counting: Vec<_> = POLICY
+            .iter()
+            .filter(|rule| rule.counts_agents)
+            .map(|rule| rule.method)
+            .collect();
+        assert_eq!(counting, ["GetOrganization"]);
     }
 }

@@ -107,21 +107,28 @@ impl Store {
             .max_connections(max_connections.max(1))
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings a connection (on PostgreSQL a Sync/ReadyForQuery round trip)
+            // on every acquire by default, before the statement: a Get paid two round
+            // trips for its one query. sqlx already pings every connection when it
+            // returns to the pool (and drops it if that fails), so only a connection
+            // that sat idle long enough to be cut by the server or a firewall is checked
+            // again before use.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
-            })
-            // Statements are prepared once per connection; a generic plan cached while a
-            // table was still small keeps its (wrong) index for good: the usage
-            // de-duplication look-up walked every event of the tenant instead of the
-            // unique (organization, event_id) index. Custom plans per execution cost
-            // little for tenantry's short statements (see docs/performance.md).
-            .map_sqlx_postgres_opts(|opts| {
-                opts.options([("plan_cache_mode", "force_custom_plan")])
             });
+        // No `plan_cache_mode = force_custom_plan`: it made PostgreSQL plan every
+        // execution of every prepared statement again, which doubled the database's
+        // time for a Get (pgbench, the Get statement, one client: 0.068–0.089 ms with
+        // the default `auto`, 0.149 ms forced custom). It was set for the usage
+        // de-duplication look-up, whose generic plan (cached while `usage_events` had
+        // no statistics) walked every event of the tenant; that look-up is now written
+        // so that only the unique (organization, event_id) index can answer it
+        // (docs/performance.md, items 2 and 8).
         let db = Database::connect(options).await?;
         Ok(Store {
             db,
