@@ -120,15 +120,20 @@ impl Store {
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
+            })
+            // Statements are prepared once per connection, and PostgreSQL may keep a
+            // generic plan made while a table was still empty for the connection's life:
+            // the usage de-dup look-up kept one that reads every event of the tenant.
+            // Dropping this setting (at c2ee982, with the de-dup look-up already a
+            // `jsonb` join) made one tenant's unary usage fall from ~1,500 to 140
+            // events/s once a few hundred thousand events were stored (docs/performance.md,
+            // item 9); which statement's cached plan went stale was not isolated.
+            // Planning each execution costs a Get ~0.06 ms of database time (pgbench,
+            // the Get statement, one client: 0.07–0.09 ms with the default `auto`,
+            // 0.15 ms forced), far less than a stale plan on a growing table.
+            .map_sqlx_postgres_opts(|opts| {
+                opts.options([("plan_cache_mode", "force_custom_plan")])
             });
-        // No `plan_cache_mode = force_custom_plan`: it made PostgreSQL plan every
-        // execution of every prepared statement again, which doubled the database's
-        // time for a Get (pgbench, the Get statement, one client: 0.068–0.089 ms with
-        // the default `auto`, 0.149 ms forced custom). It was set for the usage
-        // de-duplication look-up, whose generic plan (cached while `usage_events` had
-        // no statistics) walked every event of the tenant; that look-up is now written
-        // so that only the unique (organization, event_id) index can answer it
-        // (docs/performance.md, items 2 and 8).
         let db = Database::connect(options).await?;
         Ok(Store {
             db,

@@ -15,6 +15,7 @@ use crate::{
 
 on_both_backends!(
     migrations_roll_back_and_reapply_with_one_root,
+    postgres_sessions_plan_each_execution,
     the_name_index_serves_list_pages,
 );
 
@@ -43,6 +44,28 @@ async fn migrations_roll_back_and_reapply_with_one_root(backend: Backend) {
     assert_eq!(pending_after.len(), applied.len());
     store.migrate_up().await.expect("migrate up after down");
     assert_eq!(roots().await, 1);
+    app.stop().await;
+}
+
+/// PostgreSQL connections use custom plans, so a generic plan cached while a table was
+/// small cannot keep the wrong index (see `Store::connect`).
+async fn postgres_sessions_plan_each_execution(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    if backend == Backend::Postgres {
+        let db = app.store.db();
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SHOW plan_cache_mode",
+            ))
+            .await
+            .expect("show")
+            .expect("a row");
+        let mode: String = row.try_get("", "plan_cache_mode").expect("text");
+        assert_eq!(mode, "force_custom_plan");
+    }
     app.stop().await;
 }
 
