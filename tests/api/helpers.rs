@@ -7,7 +7,6 @@ use std::{sync::Arc, time::Duration};
 
 use sea_orm::{ConnectionTrait, Database};
 use tenantry::{
-    auth::jwt::{self, MintClaims},
     config::Settings,
     domain::clock::{Clock, SystemClock},
     grpc::Ctx,
@@ -193,25 +192,7 @@ impl TestApp {
 
     /// A token for `role` in `org` (id or slug) with subject `sub`.
     pub fn token_for(&self, role: &str, org: &str, sub: &str, email: Option<&str>) -> String {
-        let now = chrono::Utc::now().timestamp();
-        jwt::mint(
-            SECRET,
-            &MintClaims {
-                sub: sub.to_owned(),
-                org: org.to_owned(),
-                roles: if role.is_empty() {
-                    vec![]
-                } else {
-                    vec![role.to_owned()]
-                },
-                iss: "tenantry".into(),
-                aud: "tenantry".into(),
-                exp: now + 3600,
-                iat: now,
-                email: email.map(str::to_owned),
-            },
-        )
-        .expect("mint token")
+        crate::process::mint_token_for(SECRET, role, org, sub, email)
     }
 
     /// A token for `role` in `org`.

@@ -223,16 +223,31 @@ pub async fn terminate(child: &mut Child, within: Duration) {
 /// A token signed with `secret` for `role` in `org` (id or slug) with subject `sub`,
 /// valid for an hour.
 pub fn mint_token(secret: &[u8], role: &str, org: &str, sub: &str) -> String {
+    mint_token_for(secret, role, org, sub, None)
+}
+
+/// [`mint_token`] with an email claim; an empty `role` mints a token with no roles.
+pub fn mint_token_for(
+    secret: &[u8],
+    role: &str,
+    org: &str,
+    sub: &str,
+    email: Option<&str>,
+) -> String {
     let now = chrono::Utc::now().timestamp();
     let claims = MintClaims {
         sub: sub.to_owned(),
         org: org.to_owned(),
-        roles: vec![role.to_owned()],
+        roles: if role.is_empty() {
+            vec![]
+        } else {
+            vec![role.to_owned()]
+        },
         iss: "tenantry".into(),
         aud: "tenantry".into(),
         exp: now + 3600,
         iat: now,
-        email: None,
+        email: email.map(str::to_owned),
     };
     jwt::mint(secret, &claims).expect("mint token")
 }
